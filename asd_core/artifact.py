@@ -1,0 +1,156 @@
+"""Model artifacts: one directory per machine type, everything scoring needs.
+
+::
+
+    <models>/<machine_type>/
+        weights.pt        state_dict (loaded with weights_only=True)
+        artifact.json     model kind, model id, resolved config, normalisation
+                          stats, decision threshold, training summary
+
+``model_id`` is ``<kind>-<first 12 hex of the weights' sha256>``: it names the model
+kind and changes whenever the weights do, so score rows say exactly which model
+produced them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from . import __version__
+from .config import ASDConfig
+from .features import Normalizer
+from .storage import Location, open_location, read_bytes, write_bytes
+from .unet import build_model
+
+WEIGHTS = "weights.pt"
+META = "artifact.json"
+
+
+class ArtifactError(RuntimeError):
+    """A missing, unreadable or incompatible model artifact."""
+
+
+@dataclass
+class Artifact:
+    machine_type: str
+    config: ASDConfig
+    model: nn.Module
+    normalizer: Normalizer
+    threshold: float
+    model_id: str = ""
+    summary: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def kind(self) -> str:
+        return self.config.model.kind
+
+
+def weights_bytes(model: nn.Module) -> bytes:
+    buf = io.BytesIO()
+    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    torch.save(state, buf)
+    return buf.getvalue()
+
+
+def save_artifact(
+    loc: Location | str,
+    machine_type: str,
+    model: nn.Module,
+    config: ASDConfig,
+    normalizer: Normalizer,
+    threshold: float,
+    summary: dict[str, Any] | None = None,
+) -> str:
+    """Write ``<loc>/<machine_type>/``; returns the model id.
+
+    Weights are written first and the metadata last, so a directory with an
+    ``artifact.json`` is always complete.
+    """
+    if isinstance(loc, str):
+        loc = open_location(loc)
+    blob = weights_bytes(model)
+    model_id = f"{config.model.kind}-{hashlib.sha256(blob).hexdigest()[:12]}"
+    meta = {
+        "format": 1,
+        "machine_type": machine_type,
+        "model_kind": config.model.kind,
+        "model_id": model_id,
+        "asd_core_version": __version__,
+        "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "config": config.to_dict(),
+        "normalizer": normalizer.to_dict(),
+        "threshold": float(threshold),
+        "summary": summary or {},
+    }
+    d = loc.join(machine_type)
+    write_bytes(loc, f"{d.path}/{WEIGHTS}", blob)
+    write_bytes(loc, f"{d.path}/{META}", json.dumps(meta, indent=2).encode())
+    return model_id
+
+
+def list_artifacts(loc: Location | str) -> list[str]:
+    """Machine types that have a complete artifact under ``loc``."""
+    if isinstance(loc, str):
+        loc = open_location(loc)
+    if not loc.fs.exists(loc.path):
+        return []
+    out = []
+    for entry in loc.fs.ls(loc.path, detail=False):
+        name = entry.rstrip("/").rsplit("/", 1)[-1]
+        if loc.fs.exists(f"{entry.rstrip('/')}/{META}"):
+            out.append(name)
+    return sorted(out)
+
+
+def load_artifact(
+    loc: Location | str,
+    machine_type: str,
+    *,
+    expect_config: ASDConfig | None = None,
+    device: str | torch.device = "cpu",
+) -> Artifact:
+    """Load ``<loc>/<machine_type>/`` as a ready model in eval mode on ``device``.
+
+    With ``expect_config``, refuses an artifact whose feature or mask config
+    differs from the caller's: its scores would not mean what the caller thinks.
+    """
+    if isinstance(loc, str):
+        loc = open_location(loc)
+    d = loc.join(machine_type)
+    try:
+        meta = json.loads(read_bytes(loc, f"{d.path}/{META}"))
+        blob = read_bytes(loc, f"{d.path}/{WEIGHTS}")
+    except FileNotFoundError as e:
+        raise ArtifactError(f"no model artifact for {machine_type!r} at {d.uri}") from e
+    except (OSError, ValueError) as e:
+        raise ArtifactError(f"unreadable model artifact at {d.uri}: {e}") from e
+    config = ASDConfig.from_dict(meta["config"])
+    if expect_config is not None:
+        for stage in ("features", "masks"):
+            have, want = getattr(config, stage), getattr(expect_config, stage)
+            if have != want:
+                raise ArtifactError(
+                    f"artifact {d.uri} was trained with {stage} {have}, caller expects {want}; retrain or "
+                    "use the matching config"
+                )
+    model = build_model(config.model)
+    state = torch.load(io.BytesIO(blob), map_location="cpu", weights_only=True)
+    model.load_state_dict(state)
+    model.to(device).eval()
+    return Artifact(
+        machine_type=machine_type,
+        config=config,
+        model=model,
+        normalizer=Normalizer.from_dict(meta["normalizer"]),
+        threshold=float(meta["threshold"]),
+        model_id=meta["model_id"],
+        summary=meta.get("summary", {}),
+    )

@@ -1,0 +1,68 @@
+"""Audio decoding: WAV/FLAC bytes -> mono float32 at the model's sample rate."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import soundfile as sf
+
+
+class AudioDecodeError(ValueError):
+    """A clip that cannot be turned into usable audio; ``reason`` says why.
+
+    Reasons: ``empty``, ``unreadable`` (not audio, truncated header, unknown
+    format), ``non_finite`` (NaN/Inf samples), ``too_short``, ``silent``.
+    """
+
+    def __init__(self, reason: str, detail: str):
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+        self.detail = detail
+
+
+def decode(data: bytes, sample_rate: int = 16000, min_seconds: float = 0.0) -> np.ndarray:
+    """Decode WAV/FLAC ``data`` to mono float32 samples at ``sample_rate``.
+
+    Stereo and multi-channel audio is averaged to mono; other rates are resampled
+    with torchaudio (band-limited sinc). Returns ``[T]`` float32 in [-1, 1].
+    Raises :class:`AudioDecodeError` for anything that is not usable audio.
+    """
+    if not data:
+        raise AudioDecodeError("empty", "0 bytes")
+    try:
+        with sf.SoundFile(io.BytesIO(data)) as f:
+            rate = f.samplerate
+            frames = f.frames
+            x = f.read(dtype="float32", always_2d=True)  # [T, C]
+    except (sf.LibsndfileError, RuntimeError, TypeError, ValueError) as e:
+        raise AudioDecodeError("unreadable", str(e) or type(e).__name__) from e
+    if x.shape[0] == 0:
+        raise AudioDecodeError("empty", "no samples")
+    if frames > 0 and x.shape[0] < frames:  # header promises more than the file holds
+        raise AudioDecodeError("unreadable", f"truncated: {x.shape[0]} of {frames} frames")
+    if not np.isfinite(x).all():
+        raise AudioDecodeError("non_finite", "NaN or Inf samples")
+    mono = x.mean(axis=1) if x.shape[1] > 1 else x[:, 0]
+    if rate != sample_rate:
+        mono = resample(mono, rate, sample_rate)
+    seconds = mono.shape[0] / sample_rate
+    if seconds < min_seconds:
+        raise AudioDecodeError("too_short", f"{seconds:.3f} s < {min_seconds:.3f} s")
+    return np.ascontiguousarray(mono, dtype=np.float32)
+
+
+def resample(x: np.ndarray, orig_rate: int, new_rate: int) -> np.ndarray:
+    """Resample ``[T]`` float32 from ``orig_rate`` to ``new_rate`` Hz (torchaudio)."""
+    import torch
+    import torchaudio.functional as AF
+
+    y = AF.resample(torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)), orig_rate, new_rate)
+    return y.numpy()
+
+
+def encode_wav(x: np.ndarray, sample_rate: int = 16000, subtype: str = "PCM_16", fmt: str = "WAV") -> bytes:
+    """Encode ``[T]`` or ``[T, C]`` float samples as WAV/FLAC bytes."""
+    buf = io.BytesIO()
+    sf.write(buf, np.asarray(x), sample_rate, subtype=subtype, format=fmt)
+    return buf.getvalue()

@@ -1,0 +1,116 @@
+"""Features: log-mel spectrograms cut into fixed-size tiles, and their normalisation.
+
+Shapes: a clip ``[T]`` samples -> log-mel ``[n_mels, frames]`` (dB) -> tiles
+``[N, n_mels, tile_frames]``. Normalisation is per mel band (mean and std over the
+training clips of one machine type): bands differ by tens of dB, and without it the
+reconstruction error is dominated by whichever bands are loudest rather than by what
+changed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from .config import FeatureConfig
+
+_EPS_POWER = 1e-10  # floor of the mel power before log: -100 dB
+
+
+class LogMel(torch.nn.Module):
+    """``[B, T]`` samples -> ``[B, n_mels, frames]`` log-mel power in dB.
+
+    No ``top_db`` clamp: torchaudio's ``AmplitudeToDB`` clamps relative to the
+    loudest item *of the batch*, which would make a clip's features depend on its
+    batch-mates.
+    """
+
+    def __init__(self, cfg: FeatureConfig):
+        super().__init__()
+        import torchaudio
+
+        self.mel = torchaudio.transforms.MelSpectrogram(
+            sample_rate=cfg.sample_rate,
+            n_fft=cfg.n_fft,
+            win_length=cfg.win_length,
+            hop_length=cfg.hop_length,
+            f_min=cfg.f_min,
+            f_max=cfg.f_max,
+            n_mels=cfg.n_mels,
+            power=2.0,
+        )
+
+    def forward(self, wav: torch.Tensor) -> torch.Tensor:
+        return 10.0 * torch.log10(self.mel(wav).clamp_min(_EPS_POWER))
+
+
+_LOGMEL_CACHE: dict[tuple, LogMel] = {}
+
+
+def _logmel_module(cfg: FeatureConfig, device: torch.device) -> LogMel:
+    key = (cfg, str(device))
+    mod = _LOGMEL_CACHE.get(key)
+    if mod is None:
+        mod = _LOGMEL_CACHE[key] = LogMel(cfg).to(device)
+    return mod
+
+
+def log_mel(wav: np.ndarray | torch.Tensor, cfg: FeatureConfig, device: str | torch.device = "cpu") -> torch.Tensor:
+    """Log-mel of one clip ``[T]`` or a batch ``[B, T]`` on ``device`` (dB)."""
+    device = torch.device(device)
+    x = torch.as_tensor(wav, dtype=torch.float32, device=device)
+    with torch.no_grad():
+        return _logmel_module(cfg, device)(x)
+
+
+def tile(spec: torch.Tensor, tile_frames: int, hop: int) -> torch.Tensor:
+    """Cut ``[n_mels, frames]`` into ``[N, n_mels, tile_frames]`` tiles.
+
+    Tiles start every ``hop`` frames; a remainder shorter than a tile is dropped.
+    Returns ``[0, n_mels, tile_frames]`` when the clip is shorter than one tile.
+    """
+    n_mels, frames = spec.shape
+    if frames < tile_frames:
+        return spec.new_zeros((0, n_mels, tile_frames))
+    return spec.unfold(1, tile_frames, hop).permute(1, 0, 2).contiguous()
+
+
+def clip_tiles(
+    wav: np.ndarray | torch.Tensor, cfg: FeatureConfig, *, train: bool = False, device: str | torch.device = "cpu"
+) -> torch.Tensor:
+    """Clip ``[T]`` -> un-normalised tiles ``[N, n_mels, tile_frames]`` (dB)."""
+    hop = cfg.train_tile_hop if train else cfg.score_tile_hop
+    return tile(log_mel(wav, cfg, device), cfg.tile_frames, hop)
+
+
+@dataclass(frozen=True)
+class Normalizer:
+    """Per-band standardisation: ``(x - mean[band]) / std[band]``; both ``[n_mels]`` dB."""
+
+    mean: np.ndarray
+    std: np.ndarray
+
+    @classmethod
+    def fit(cls, tiles: torch.Tensor | np.ndarray, min_std: float = 1e-3) -> Normalizer:
+        """Fit on training tiles ``[N, n_mels, frames]``."""
+        t = torch.as_tensor(tiles, dtype=torch.float64)
+        if t.ndim != 3 or t.shape[0] == 0:
+            raise ValueError(f"need tiles [N, n_mels, frames] with N > 0, got {tuple(t.shape)}")
+        per_band = t.permute(1, 0, 2).reshape(t.shape[1], -1)
+        mean = per_band.mean(dim=1)
+        std = per_band.std(dim=1).clamp_min(min_std)
+        return cls(mean.numpy().astype(np.float32), std.numpy().astype(np.float32))
+
+    def __call__(self, tiles: torch.Tensor) -> torch.Tensor:
+        mean = torch.as_tensor(self.mean, device=tiles.device)[:, None]
+        std = torch.as_tensor(self.std, device=tiles.device)[:, None]
+        return (tiles - mean) / std
+
+    def to_dict(self) -> dict[str, list[float]]:
+        return {"mean": self.mean.tolist(), "std": self.std.tolist()}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, list[float]]) -> Normalizer:
+        return cls(np.asarray(d["mean"], dtype=np.float32), np.asarray(d["std"], dtype=np.float32))
