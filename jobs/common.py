@@ -1,0 +1,65 @@
+"""Pieces every job shares: common flags, Ray start-up, machine lists."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+
+# Environment a Ray worker needs to reach the same object store as the driver. Only
+# names are forwarded here; values come from the submitting shell and are never logged.
+_FORWARD_ENV = (
+    "AWS_ENDPOINT_URL",
+    "AWS_ENDPOINT_URL_S3",
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_SESSION_TOKEN",
+    "AWS_DEFAULT_REGION",
+    "AWS_REGION",
+    "AWS_PROFILE",
+)
+
+
+def add_storage_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--endpoint-url",
+        default=None,
+        help="S3-compatible endpoint (default: $AWS_ENDPOINT_URL_S3 or $AWS_ENDPOINT_URL; AWS when unset)",
+    )
+
+
+def add_ray_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--address",
+        default=None,
+        help="Ray cluster to join: 'auto', 'ray://host:10001', or unset for the job's cluster / a local one",
+    )
+
+
+def parse_machines(value: str | None) -> list[str] | None:
+    """``"fan,valve"`` -> ``["fan", "valve"]``; empty/None -> None (= every type found)."""
+    if not value:
+        return None
+    return [m.strip() for m in value.split(",") if m.strip()]
+
+
+def init_ray(address: str | None, endpoint_url: str | None = None):
+    """Connect to (or start) Ray, forwarding the object-store environment to workers."""
+    import ray
+
+    env = {k: os.environ[k] for k in _FORWARD_ENV if k in os.environ}
+    if endpoint_url:
+        env["AWS_ENDPOINT_URL"] = endpoint_url
+    if ray.is_initialized():
+        return ray
+    ray.init(address=address, runtime_env={"env_vars": env} if env else None, log_to_driver=True)
+    return ray
+
+
+def setup_logging(verbose: bool = False) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
