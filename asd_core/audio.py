@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import struct
 
 import numpy as np
 import soundfile as sf
@@ -30,6 +31,9 @@ def decode(data: bytes, sample_rate: int = 16000, min_seconds: float = 0.0) -> n
     """
     if not data:
         raise AudioDecodeError("empty", "0 bytes")
+    missing = _wav_missing_bytes(data)
+    if missing:
+        raise AudioDecodeError("unreadable", f"truncated WAV: data chunk is {missing} bytes short")
     try:
         with sf.SoundFile(io.BytesIO(data)) as f:
             rate = f.samplerate
@@ -50,6 +54,23 @@ def decode(data: bytes, sample_rate: int = 16000, min_seconds: float = 0.0) -> n
     if seconds < min_seconds:
         raise AudioDecodeError("too_short", f"{seconds:.3f} s < {min_seconds:.3f} s")
     return np.ascontiguousarray(mono, dtype=np.float32)
+
+
+def _wav_missing_bytes(data: bytes) -> int:
+    """How many bytes a RIFF/WAVE file's ``data`` chunk declares beyond the end of
+    ``data`` (0 when complete or not a WAV). libsndfile silently reads what is there,
+    so a cut-off upload would otherwise pass as a shorter clip."""
+    if len(data) < 12 or data[:4] != b"RIFF" or data[8:12] != b"WAVE":
+        return 0
+    pos = 12
+    while pos + 8 <= len(data):
+        cid, size = data[pos : pos + 4], struct.unpack("<I", data[pos + 4 : pos + 8])[0]
+        if cid == b"data":
+            if size in (0, 0xFFFFFFFF):  # streamed WAV: size unknown
+                return 0
+            return max(0, size - (len(data) - pos - 8))
+        pos += 8 + size + (size & 1)
+    return 0
 
 
 def resample(x: np.ndarray, orig_rate: int, new_rate: int) -> np.ndarray:
