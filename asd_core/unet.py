@@ -52,8 +52,9 @@ class UpBlock(nn.Module):
 class UNet(nn.Module):
     """Masked-spectrogram inpainting U-Net. ``[B, 1, 64, 64]`` -> ``[B, 1, 64, 64]``."""
 
-    def __init__(self, cfg: ModelConfig = ModelConfig()):
+    def __init__(self, cfg: ModelConfig | None = None):
         super().__init__()
+        cfg = cfg or ModelConfig()
         w = cfg.width
         enc = [w, 2 * w, 4 * w, 8 * w, 8 * w]
         self.conv_in = nn.Sequential(

@@ -1,0 +1,28 @@
+# Two commands do all set-up on a fresh machine:
+#   make demo   install, then run the whole system on embedded defaults
+#   make test   install, then run lint and the test suite
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+
+.PHONY: demo test lint install clean
+
+$(BIN)/asd: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e ".[dev]"
+	touch $(BIN)/asd
+
+install: $(BIN)/asd
+
+demo: install
+	$(BIN)/asd demo $(DEMO_ARGS)
+
+lint: install
+	$(BIN)/ruff check asd_core jobs tests bench
+
+test: lint
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+clean:
+	rm -rf $(VENV) asd-demo .pytest_cache
