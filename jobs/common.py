@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import sys
@@ -51,6 +52,12 @@ def init_ray(address: str | None, endpoint_url: str | None = None):
     env = {k: os.environ[k] for k in _FORWARD_ENV if k in os.environ}
     if endpoint_url:
         env["AWS_ENDPOINT_URL"] = endpoint_url
+    job_cfg = os.environ.get("RAY_JOB_CONFIG_JSON_ENV_VAR")  # set for a `ray job submit` driver
+    if job_cfg:
+        # The job's runtime env already reaches every worker; re-sending its keys makes
+        # ray.init fail on the conflict (and print both envs, secrets included).
+        job_env = (json.loads(job_cfg).get("runtime_env") or {}).get("env_vars") or {}
+        env = {k: v for k, v in env.items() if k not in job_env}
     if ray.is_initialized():
         return ray
     ray.init(address=address, runtime_env={"env_vars": env} if env else None, log_to_driver=True)

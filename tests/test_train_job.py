@@ -1,0 +1,269 @@
+"""`asd train`: concurrent Ray Train fits per machine type, S3 in and out, failure
+resume, `--resume`, a type with no usable data failing alone, and `ray job submit`.
+
+Ray Train start-up costs ~10-20 s per trainer on 2 cores, so each fit is reused for
+several assertions.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from asd_core.artifact import load_artifact
+from asd_core.audio import encode_wav
+from asd_core.config import preset
+from asd_core.dcase import ClipName
+from asd_core.detector import list_archive
+from asd_core.features import Normalizer
+from asd_core.storage import open_location, write_bytes
+from asd_core.training import train_epoch
+from asd_core.trainprep import fit_normalizer, prepare_type, select_training_clips
+from asd_core.unet import build_model
+from tests.signals import harmonic_tone
+
+REPO = Path(__file__).resolve().parents[1]
+N_CLIPS = 12
+SECONDS = 3.0
+TINY = {"epochs": "2", "threshold_max_clips": "6"}
+
+
+def _set_args(overrides: dict[str, str]) -> list[str]:
+    return [a for k, v in overrides.items() for a in ("--set", f"{k}={v}")]
+
+
+def write_type(uri: str, machine_type: str, seed: int, n: int = N_CLIPS, endpoint: str | None = None) -> None:
+    """``n`` seeded normal training clips of ``SECONDS`` s under ``<uri>/<machine_type>/train/``."""
+    loc = open_location(uri, endpoint)
+    rng = np.random.default_rng(seed)
+    f0 = 150.0 + 40.0 * seed
+    for i in range(n):
+        name = ClipName(machine_type, "00", i, "train", "source", "normal", "a_1")
+        wav = harmonic_tone(rng, SECONDS, f0=f0 + rng.uniform(-5, 5))
+        write_bytes(loc, f"{loc.path}/{name.relpath()}", encode_wav(wav))
+
+
+def write_corrupt(uri: str, machine_type: str, n: int, endpoint: str | None = None, start: int = 100) -> None:
+    loc = open_location(uri, endpoint)
+    for i in range(start, start + n):
+        name = ClipName(machine_type, "00", i, "train", "source", "normal")
+        write_bytes(loc, f"{loc.path}/{name.relpath()}", b"RIFF\x00\x00not really a wave file")
+
+
+def local_first_epoch_loss(uri: str, machine_type: str, cfg, endpoint: str | None = None) -> float:
+    """Single-process first-epoch loss on exactly the tiles the job trains on."""
+    loc = open_location(uri, endpoint)
+    paths, skipped = select_training_clips(list_archive(loc, "train", [machine_type]))
+    prep = prepare_type(loc, machine_type, paths, cfg, skipped=skipped)
+    tiles = torch.from_numpy(prep.tiles.astype(np.float32))
+    torch.manual_seed(cfg.train.seed)
+    model = build_model(cfg.model)
+    opt = torch.optim.Adam(model.parameters(), lr=cfg.train.lr)
+    return train_epoch(model, tiles, opt, 0, cfg.train, cfg.masks)
+
+
+# ---------------------------------------------------------------- pure parts (no Ray)
+def test_fit_normalizer_matches_normalizer_fit():
+    g = torch.Generator().manual_seed(0)
+    parts = [torch.randn(k, 8, 16, generator=g) * 10 - 40 for k in (3, 1, 5)]
+    a, b = fit_normalizer(parts), Normalizer.fit(torch.cat(parts))
+    np.testing.assert_allclose(a.mean, b.mean, rtol=1e-6)
+    np.testing.assert_allclose(a.std, b.std, rtol=1e-5)
+
+
+def test_prepare_type_skips_bad_clips(tmp_path):
+    cfg = preset("tiny", {"threshold_max_clips": "3"})
+    write_type(str(tmp_path), "fan", seed=0, n=4)
+    write_corrupt(str(tmp_path), "fan", n=2)
+    loc = open_location(str(tmp_path))
+    paths, skipped = select_training_clips(list_archive(loc, "train", ["fan"]))
+    prep = prepare_type(loc, "fan", paths, cfg, skipped=skipped)
+    assert prep.n_clips == 4 and len(prep.skipped) == 2
+    assert all("unreadable" in reason for _, reason in prep.skipped)
+    assert prep.tiles.dtype == np.float16 and prep.tiles.shape[1:] == (64, 64)
+    assert len(prep.score_tiles) == 3
+    assert abs(float(prep.tiles.astype(np.float32).mean())) < 0.1  # normalised
+
+
+# ---------------------------------------------------------------- Ray runs
+@pytest.mark.ray
+@pytest.mark.s3
+@pytest.mark.slow
+def test_two_types_concurrently_from_s3_and_broken_type_fails_alone(ray_cluster, s3_bucket, s3_endpoint, caplog):
+    from jobs import train
+
+    data, models = f"{s3_bucket}/archive", f"{s3_bucket}/models"
+    write_type(data, "fan", seed=0, endpoint=s3_endpoint)
+    write_corrupt(data, "fan", n=1, endpoint=s3_endpoint)  # one bad clip: skipped, counted
+    write_type(data, "valve", seed=1, endpoint=s3_endpoint)
+    write_corrupt(data, "broken", n=2, endpoint=s3_endpoint)  # no usable clip: fails alone
+
+    t0 = time.perf_counter()
+    rc = train.main([data, models, "--preset", "tiny", *_set_args(TINY), "--endpoint-url", s3_endpoint])
+    print(f"train run: {time.perf_counter() - t0:.1f} s")
+    assert rc == 1  # one type failed
+
+    manifest = train.load_manifest(models, endpoint_url=s3_endpoint)
+    assert manifest["status"] == "failed"
+    types = manifest["types"]
+    assert types["fan"]["status"] == "ok" and types["valve"]["status"] == "ok"
+    assert types["broken"]["status"] == "failed"
+    assert "no usable training clip" in types["broken"]["error"]
+    assert types["fan"]["n_skipped"] == 1 and types["fan"]["n_clips"] == N_CLIPS
+
+    cfg = preset("tiny", TINY)
+    for mt in ("fan", "valve"):
+        e = types[mt]
+        assert e["epochs"] == 2 and len(e["losses"]) == 2 and e["resumes"] == []
+        art = load_artifact(models, mt)
+        assert art.model_id == e["model_id"] and art.threshold > 0
+        assert art.summary["losses"] == e["losses"]
+        assert not art.model.training
+    assert load_artifact(models, "fan").summary["skipped"][0]["reason"].startswith("unreadable")
+    # one worker = single-process training on the same tiles
+    assert types["fan"]["losses"][0] == pytest.approx(local_first_epoch_loss(data, "fan", cfg, s3_endpoint), rel=1e-4)
+    # checkpoints under the run's own prefix, through the S3 endpoint
+    loc = open_location(models, s3_endpoint)
+    assert loc.fs.exists(f"{loc.path}/_runs/{manifest['run_id']}/fan")
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_injected_failure_resumes_from_checkpoint_then_resume_flag(ray_cluster, tmp_path):
+    from jobs import train
+
+    data, models = str(tmp_path / "archive"), str(tmp_path / "models")
+    write_type(data, "fan", seed=0)
+    cfg = preset("tiny", {"epochs": "4", "checkpoint_every": "2", "threshold_max_clips": "4"})
+
+    # Two data-parallel workers; the last rank dies once at the start of epoch 2 (0-based).
+    m1 = train.run_training(
+        data, models, config=cfg, workers_per_model=2, max_failures=1, fail_once={"fan": 2}, cpus_per_worker=0.5
+    )
+    fan = m1["types"]["fan"]
+    assert fan["status"] == "ok", fan
+    assert fan["epochs"] == 4 and len(fan["losses"]) == 4
+    assert fan["resumes"] == [2]  # restarted from the epoch-2 checkpoint, epochs 0-1 not redone
+    assert (Path(models) / "_runs" / m1["run_id"] / "_injected_failure_fan").exists()
+    # DDP over 2 CPU workers vs one process: BatchNorm normalises each rank's half-batch
+    # separately (SyncBatchNorm is GPU-only), so the first loss agrees only loosely.
+    assert fan["losses"][0] == pytest.approx(local_first_epoch_loss(data, "fan", cfg), rel=0.01)
+
+    # --resume of the finished run with the same epochs: kept, nothing retrained
+    m2 = train.run_training(data, models, config=cfg, resume=True)
+    assert m2["run_id"] == m1["run_id"] and m2["types"]["fan"].get("kept_from_previous")
+    # --resume with more epochs: continues from the last checkpoint (epoch 4), runs only epoch 5
+    cfg5 = cfg.override({"epochs": 5})
+    m3 = train.run_training(data, models, config=cfg5, resume=True, cpus_per_worker=0.5)
+    fan3 = m3["types"]["fan"]
+    assert fan3["status"] == "ok" and fan3["epochs"] == 5
+    assert fan3["losses"][:4] == fan["losses"] and fan3["resumes"] == [2, 4]
+    assert load_artifact(models, "fan").summary["epochs"] == 5
+    # a model change cannot resume those checkpoints
+    with pytest.raises(ValueError, match="do not fit"):
+        train.run_training(data, models, config=cfg5.override({"width": 16}), resume=True)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _session_pids(sid: int) -> list[int]:
+    """Processes of session ``sid``: everything ``ray start`` (run with a new session) spawned."""
+    out = []
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            try:
+                fields = (d / "stat").read_text().rsplit(")", 1)[1].split()
+            except (OSError, IndexError):
+                continue
+            if int(fields[3]) == sid and fields[0] != "Z":  # after "pid (comm)": state ppid pgrp session
+                out.append(int(d.name))
+    return out
+
+
+def _stop_cluster(head: subprocess.Popen) -> None:
+    """Stop only this test's cluster, by process id: SIGTERM to ``ray start --block``, then
+    SIGKILL whatever of its session is left (never ``ray stop``: it stops every Ray
+    cluster of this user on the machine, other people's included)."""
+    if head.poll() is None:
+        head.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + 20
+    while _session_pids(head.pid) and time.monotonic() < deadline:
+        time.sleep(1)
+    for pid in _session_pids(head.pid):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    deadline = time.monotonic() + 15
+    while _session_pids(head.pid) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        head.wait(timeout=10)
+
+
+@pytest.mark.ray
+@pytest.mark.s3
+@pytest.mark.slow
+def test_ray_job_submit_end_to_end(s3_bucket, s3_endpoint):
+    ray_bin = Path(sys.executable).with_name("ray")
+    data, models = f"{s3_bucket}/archive", f"{s3_bucket}/models"
+    write_type(data, "valve", seed=1, endpoint=s3_endpoint)
+    port, dash, agent, client = (_free_port() for _ in range(4))
+    temp_dir = tempfile.mkdtemp(prefix="asdray-")
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    env["RAY_AUTH_MODE"] = "token"  # `ray start --head` turns token auth on; the client must send it
+    secret = f"job-secret-{uuid.uuid4().hex[:8]}"  # moto takes any key: check it never reaches the log
+    runtime_env = {"env_vars": {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": secret}}
+    head_log = Path(temp_dir) / "head.log"
+    with open(head_log, "w") as f:
+        head = subprocess.Popen(
+            [str(ray_bin), "start", "--head", "--block", "--num-cpus", "2", "--port", str(port),
+             "--dashboard-host", "127.0.0.1", "--dashboard-port", str(dash), "--temp-dir", temp_dir,
+             "--dashboard-agent-listen-port", str(agent), "--ray-client-server-port", str(client),
+             "--include-dashboard", "true", "--disable-usage-stats"],
+            env=env, stdout=f, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+    try:
+        deadline = time.monotonic() + 120
+        while "Ray runtime started" not in head_log.read_text():
+            assert head.poll() is None and time.monotonic() < deadline, head_log.read_text()[-3000:]
+            time.sleep(1)
+        cmd = [
+            str(ray_bin), "job", "submit", "--address", f"http://127.0.0.1:{dash}", "--working-dir", str(REPO),
+            "--runtime-env-json", json.dumps(runtime_env), "--",
+            sys.executable, "-m", "jobs.train", data, models, "--preset", "tiny",
+            *_set_args({"epochs": "1", "threshold_max_clips": "4"}), "--endpoint-url", s3_endpoint,
+        ]
+        t0 = time.perf_counter()
+        for _ in range(30):  # the head's job agent comes up a few seconds after the runtime
+            out = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+            if "No available agent" not in out.stderr:
+                break
+            time.sleep(2)
+        print(f"ray job submit: {time.perf_counter() - t0:.1f} s")
+        log = out.stdout + out.stderr
+        assert out.returncode == 0, log[-4000:]
+        assert "valve: epoch 1/1 loss" in log and "succeeded" in log
+        assert secret not in log
+    finally:
+        _stop_cluster(head)
+        shutil.rmtree(temp_dir, ignore_errors=True)
+    assert not _session_pids(head.pid)
+    art = load_artifact(models, "valve")
+    assert art.summary["epochs"] == 1
