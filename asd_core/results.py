@@ -1,0 +1,395 @@
+"""Scoring results: the score-row schema, metrics from score rows, ground truth,
+DCASE submission files, the metrics table and plots.
+
+Pure functions over pyarrow tables / pandas frames (plus one ground-truth reader that
+goes through :mod:`asd_core.storage`); no Ray. The scoring job (``jobs/score.py``)
+writes rows of :data:`SCORE_SCHEMA` and the report job reads them back.
+
+A score row answers one listed clip, whatever happened to it::
+
+    status = "ok"     anomaly_score, decision (0/1), threshold, n_tiles set
+    status = "error"  error_reason (a short code, :data:`ERROR_REASONS`) and error
+                      (the message); score columns null
+
+Metrics follow the official evaluator (see :mod:`asd_core.metrics`) over the ok rows
+with a known label; the official score is the harmonic mean over every machine type
+and section.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import posixpath
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+
+from .metrics import SectionMetrics, official_score, section_metrics
+
+# ---------------------------------------------------------------- schema
+SCORE_SCHEMA = pa.schema(
+    [
+        pa.field("path", pa.string()),  # URI of the clip (s3://bucket/... or a local path)
+        pa.field("file_name", pa.string()),  # base name, as in submission files
+        pa.field("machine_type", pa.string()),  # folder name
+        pa.field("section", pa.string()),  # "00"; null for non-DCASE names
+        pa.field("domain", pa.string()),  # "source" / "target" / null (unlabelled names)
+        pa.field("label", pa.string()),  # "normal" / "anomaly" / null
+        pa.field("split", pa.string()),  # "train" / "test"
+        pa.field("anomaly_score", pa.float64()),  # mean masked reconstruction error
+        pa.field("decision", pa.int8()),  # 1 = anomalous (score > threshold)
+        pa.field("threshold", pa.float64()),  # the model's decision threshold
+        pa.field("model_id", pa.string()),  # "<kind>-<sha12>"; "" when the type has no model
+        pa.field("n_tiles", pa.int32()),  # 64x64 tiles scored
+        pa.field("duration_s", pa.float64()),  # decoded length, seconds
+        pa.field("size", pa.int64()),  # object size in bytes (incremental key with path, model_id)
+        pa.field("status", pa.string()),  # "ok" / "error"
+        pa.field("error_reason", pa.string()),  # short code, see ERROR_REASONS
+        pa.field("error", pa.string()),  # human-readable message
+        pa.field("run_id", pa.string()),
+        pa.field("scored_at", pa.timestamp("us", tz="UTC")),
+    ]
+)
+SCORE_COLUMNS = tuple(SCORE_SCHEMA.names)
+
+STATUS_OK = "ok"
+STATUS_ERROR = "error"
+
+# Error reasons. The audio ones come from asd_core.audio.AudioDecodeError.reason.
+ERROR_REASONS = {
+    "bad_name": "not a DCASE 2023 Task 2 file name",
+    "no_model": "no model artifact for the clip's machine type",
+    "read_failed": "the object could not be read from storage",
+    "empty": "0 bytes or no samples",
+    "unreadable": "not audio, truncated or an unknown format",
+    "non_finite": "NaN or Inf samples",
+    "too_short": "shorter than one tile",
+    "silent": "silent clip",
+    "decode_failed": "unexpected error while decoding or featurising",
+    "score_failed": "unexpected error while scoring",
+}
+# Reasons that may go away on a retry: incremental runs score these clips again.
+# Every other reason is a property of the bytes (or of the missing model, which is
+# part of the incremental key), so the same clip fails the same way again.
+TRANSIENT_REASONS = frozenset({"read_failed", "decode_failed", "score_failed"})
+
+
+def empty_scores() -> pa.Table:
+    return SCORE_SCHEMA.empty_table()
+
+
+def to_table(rows: Sequence[dict]) -> pa.Table:
+    """Score rows (dicts with :data:`SCORE_COLUMNS` keys; missing ones null) -> table."""
+    return pa.Table.from_pylist([{c: r.get(c) for c in SCORE_COLUMNS} for r in rows], schema=SCORE_SCHEMA)
+
+
+def conform(table: pa.Table) -> pa.Table:
+    """Select and cast ``table``'s columns to :data:`SCORE_SCHEMA` (missing ones null)."""
+    cols = []
+    for f in SCORE_SCHEMA:
+        if f.name in table.column_names:
+            cols.append(table[f.name].cast(f.type))
+        else:
+            cols.append(pa.nulls(table.num_rows, f.type))
+    return pa.Table.from_arrays(cols, schema=SCORE_SCHEMA)
+
+
+def is_final(status: str, error_reason: str | None) -> bool:
+    """Whether a published row settles its clip for incremental runs."""
+    return status == STATUS_OK or (error_reason or "") not in TRANSIENT_REASONS
+
+
+def latest_per_path(tables: Sequence[pa.Table]) -> list[dict]:
+    """Score rows of ``tables`` (oldest first) as dicts, keeping each path's last row."""
+    last: dict[str, dict] = {}
+    for t in tables:
+        for r in conform(t).to_pylist():
+            last.pop(r["path"], None)
+            last[r["path"]] = r
+    return list(last.values())
+
+
+# ---------------------------------------------------------------- ground truth
+_GT_NAME = re.compile(r"^ground_truth_(?P<machine>.+)_section_(?P<section>\d{2})_test\.csv$")
+
+
+@dataclass
+class GroundTruth:
+    """Labels and domains from the official evaluator's CSVs.
+
+    ``labels[(machine_type, section, file_name)]`` is "normal"/"anomaly";
+    ``domains[...]`` is "source"/"target".
+    """
+
+    labels: dict[tuple[str, str, str], str] = field(default_factory=dict)
+    domains: dict[tuple[str, str, str], str] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def update(self, other: GroundTruth) -> None:
+        self.labels.update(other.labels)
+        self.domains.update(other.domains)
+
+
+def parse_ground_truth_name(file_name: str) -> tuple[str, str]:
+    """``ground_truth_ToyDrone_section_00_test.csv`` -> ``("ToyDrone", "00")``."""
+    m = _GT_NAME.match(posixpath.basename(file_name))
+    if not m:
+        raise ValueError(f"{file_name!r}: expected ground_truth_<machine>_section_<ss>_test.csv")
+    return m["machine"], m["section"]
+
+
+def parse_ground_truth(text: str, file_name: str, kind: str = "label") -> GroundTruth:
+    """One official ground-truth CSV (no header, rows ``file_name,0|1``).
+
+    ``kind="label"`` (``ground_truth_data/``): 0 = normal, 1 = anomaly;
+    ``kind="domain"`` (``ground_truth_domain/``): 0 = source, 1 = target.
+    """
+    machine, section = parse_ground_truth_name(file_name)
+    names = {"label": ("normal", "anomaly"), "domain": ("source", "target")}[kind]
+    out: dict[tuple[str, str, str], str] = {}
+    for lineno, row in enumerate(csv.reader(io.StringIO(text)), 1):
+        if not row or not row[0].strip():
+            continue
+        if len(row) < 2 or row[1].strip() not in ("0", "1"):
+            raise ValueError(f"{file_name}:{lineno}: expected 'file_name,0|1', got {row!r}")
+        out[(machine, section, row[0].strip())] = names[int(row[1])]
+    return GroundTruth(labels=out) if kind == "label" else GroundTruth(domains=out)
+
+
+def read_ground_truth(uris: Iterable[str], endpoint_url: str | None = None) -> GroundTruth:
+    """Read official ground-truth CSVs from files or folders (local or ``s3://``).
+
+    A folder is searched recursively for ``ground_truth_*_section_*_test.csv``. A file
+    under a folder named ``ground_truth_domain`` gives domains, any other gives labels
+    (the evaluator's ``ground_truth_data/`` layout).
+    """
+    from .storage import open_location, read_bytes
+
+    gt = GroundTruth()
+    for uri in uris:
+        loc = open_location(uri, endpoint_url)
+        if loc.fs.isdir(loc.path):
+            files = sorted(p for p in loc.fs.find(loc.path) if _GT_NAME.match(posixpath.basename(p)))
+        else:
+            files = [loc.path]
+        for p in files:
+            kind = "domain" if posixpath.basename(posixpath.dirname(p)) == "ground_truth_domain" else "label"
+            gt.update(parse_ground_truth(read_bytes(loc, p).decode(), p, kind))
+    return gt
+
+
+def apply_ground_truth(df: pd.DataFrame, gt: GroundTruth | None) -> pd.DataFrame:
+    """Fill ``label`` / ``domain`` of score rows from ``gt`` (ground truth wins)."""
+    if gt is None or (not gt.labels and not gt.domains) or df.empty:
+        return df
+    df = df.copy()
+    keys = list(zip(df["machine_type"], df["section"], df["file_name"], strict=True))
+    for col, table in (("label", gt.labels), ("domain", gt.domains)):
+        if table:
+            found = [table.get(k) for k in keys]
+            df[col] = [f if f is not None else old for f, old in zip(found, df[col], strict=True)]
+    return df
+
+
+# ---------------------------------------------------------------- metrics
+def evaluable(df: pd.DataFrame) -> pd.DataFrame:
+    """The ok rows with a known label and section (what metrics are computed on)."""
+    if df.empty:
+        return df
+    sel = (df["status"] == STATUS_OK) & df["label"].notna() & df["section"].notna() & df["anomaly_score"].notna()
+    return df[sel]
+
+
+def compute_metrics(df: pd.DataFrame) -> tuple[list[SectionMetrics], float]:
+    """Per (machine type, section) metrics and the official score of score rows.
+
+    Only ok rows with a label count. Rows without a domain take part in pAUC and
+    in the AUCs as anomalies, never as a domain's normals.
+    """
+    ev = evaluable(df)
+    sections: list[SectionMetrics] = []
+    for (mt, sec), g in ev.groupby(["machine_type", "section"], sort=True):
+        sections.append(
+            section_metrics(
+                str(mt),
+                str(sec),
+                (g["label"] == "anomaly").astype(int).to_numpy(),
+                g["anomaly_score"].to_numpy(dtype=float),
+                g["domain"].fillna("").to_numpy(),
+                g["decision"].fillna(0).astype(int).to_numpy(),
+            )
+        )
+    return sections, official_score(sections)
+
+
+METRIC_COLUMNS = (
+    "auc_source",
+    "auc_target",
+    "pauc",
+    "precision_source",
+    "precision_target",
+    "recall_source",
+    "recall_target",
+    "f1_source",
+    "f1_target",
+)
+
+
+def metrics_table(sections: Sequence[SectionMetrics], run_id: str = "", official: float | None = None) -> pa.Table:
+    """One row per (machine type, section); ``official_score`` repeated on each row."""
+    off = official_score(sections) if official is None else official
+    rows = [{**m.to_dict(), "run_id": run_id, "official_score": off} for m in sections]
+    schema = pa.schema(
+        [pa.field("machine_type", pa.string()), pa.field("section", pa.string())]
+        + [pa.field(c, pa.float64()) for c in METRIC_COLUMNS]
+        + [
+            pa.field("n_clips", pa.int64()),
+            pa.field("run_id", pa.string()),
+            pa.field("official_score", pa.float64()),
+        ]
+    )
+    return pa.Table.from_pylist(rows, schema=schema)
+
+
+def sections_from_table(table: pa.Table) -> list[SectionMetrics]:
+    keep = {f for f in SectionMetrics.__dataclass_fields__}
+    return [SectionMetrics(**{k: v for k, v in r.items() if k in keep}) for r in table.to_pylist()]
+
+
+def _pct(x: float) -> str:
+    return "-" if x is None or not np.isfinite(x) else f"{100.0 * x:.2f}"
+
+
+def format_table(sections: Sequence[SectionMetrics], official: float | None = None) -> str:
+    """The technical report's Table 4 layout (values in %), one line per machine type
+    and section, the harmonic means and the official score underneath."""
+    off = official_score(sections) if official is None else official
+    head = [
+        "Machine",
+        "Section",
+        "AUC(source)",
+        "AUC(target)",
+        "pAUC",
+        "P(source)",
+        "P(target)",
+        "R(source)",
+        "R(target)",
+        "F1(source)",
+        "F1(target)",
+        "clips",
+    ]
+    body = [[m.machine_type, m.section] + [_pct(getattr(m, c)) for c in METRIC_COLUMNS] + [str(m.n_clips)] for m in sections]
+    if sections:
+        hm = []
+        for c in METRIC_COLUMNS[:3]:
+            vals = [getattr(m, c) for m in sections if np.isfinite(getattr(m, c))]
+            hm.append(official_score_values(vals))
+        body.append(["harmonic mean", ""] + [_pct(v) for v in hm] + [""] * 6 + [str(sum(m.n_clips for m in sections))])
+    widths = [max(len(r[i]) for r in [head, *body]) for i in range(len(head))]
+
+    def line(r: list[str]) -> str:
+        return " | ".join(c.ljust(w) if i < 2 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths, strict=True)))
+
+    out = [line(head), "-+-".join("-" * w for w in widths)]
+    out += [line(r) for r in body]
+    out.append("")
+    out.append(f"Official score (harmonic mean of AUC(source), AUC(target), pAUC): {_pct(off)}")
+    return "\n".join(out)
+
+
+def official_score_values(values: Sequence[float]) -> float:
+    """Harmonic mean of finite metric values (NaN when none)."""
+    import scipy.stats
+
+    v = np.asarray([x for x in values if np.isfinite(x)], dtype=float)
+    return float(scipy.stats.hmean(np.maximum(v, np.finfo(float).eps))) if v.size else float("nan")
+
+
+# ---------------------------------------------------------------- submission
+def submission_files(df: pd.DataFrame) -> dict[str, str]:
+    """DCASE submission CSVs of the ok test rows, by file name.
+
+    ``anomaly_score_<machine>_section_<ss>_test.csv``: ``file_name,score`` and
+    ``decision_result_<machine>_section_<ss>_test.csv``: ``file_name,0|1``; no header,
+    rows sorted by file name.
+    """
+    out: dict[str, str] = {}
+    if df.empty:
+        return out
+    ok = df[(df["status"] == STATUS_OK) & (df["split"] == "test") & df["section"].notna()]
+    for (mt, sec), g in ok.groupby(["machine_type", "section"], sort=True):
+        g = g.sort_values("file_name")
+        scores, decisions = io.StringIO(), io.StringIO()
+        ws, wd = csv.writer(scores, lineterminator="\n"), csv.writer(decisions, lineterminator="\n")
+        for name, s, d in zip(g["file_name"], g["anomaly_score"], g["decision"], strict=True):
+            ws.writerow([name, repr(float(s))])
+            wd.writerow([name, int(d)])
+        out[f"anomaly_score_{mt}_section_{sec}_test.csv"] = scores.getvalue()
+        out[f"decision_result_{mt}_section_{sec}_test.csv"] = decisions.getvalue()
+    return out
+
+
+# ---------------------------------------------------------------- plots
+def _png(fig) -> bytes:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    FigureCanvasAgg(fig)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100, bbox_inches="tight")
+    return buf.getvalue()
+
+
+def plot_roc(df: pd.DataFrame, machine_type: str) -> bytes:
+    """PNG of the ROC curves of one machine type: per section, AUC(source) and
+    AUC(target) selections (the domain's normals + all anomalies)."""
+    from matplotlib.figure import Figure
+    from sklearn.metrics import roc_curve
+
+    ev = evaluable(df)
+    ev = ev[ev["machine_type"] == machine_type]
+    fig = Figure(figsize=(5, 5))
+    ax = fig.add_subplot()
+    for sec, g in ev.groupby("section", sort=True):
+        y = (g["label"] == "anomaly").astype(int).to_numpy()
+        s = g["anomaly_score"].to_numpy(dtype=float)
+        dom = g["domain"].fillna("").to_numpy()
+        for d in ("source", "target"):
+            sel = (dom == d) | (y == 1)
+            if len(np.unique(y[sel])) < 2:
+                continue
+            fpr, tpr, _ = roc_curve(y[sel], s[sel])
+            ax.plot(fpr, tpr, linewidth=2, label=f"section {sec} {d}")
+    ax.plot([0, 1], [0, 1], color="grey", linestyle=":", linewidth=1)
+    ax.axvline(0.1, color="grey", linestyle="--", linewidth=0.8)  # pAUC's max FPR
+    ax.set(xlabel="false positive rate", ylabel="true positive rate", title=f"ROC: {machine_type}", xlim=(-0.01, 1.01), ylim=(-0.01, 1.01))
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(loc="lower right", fontsize=8)
+    return _png(fig)
+
+
+def plot_histogram(df: pd.DataFrame, machine_type: str) -> bytes:
+    """PNG of the anomaly-score histograms of one machine type, per label and domain
+    (unlabelled clips as one group), with the decision threshold."""
+    from matplotlib.figure import Figure
+
+    ok = df[(df["status"] == STATUS_OK) & (df["machine_type"] == machine_type) & df["anomaly_score"].notna()]
+    fig = Figure(figsize=(6, 4))
+    ax = fig.add_subplot()
+    if not ok.empty:
+        s = ok["anomaly_score"].to_numpy(dtype=float)
+        bins = np.linspace(s.min(), s.max() + 1e-12, 30)
+        groups = ok.assign(label=ok["label"].fillna("unlabelled"), domain=ok["domain"].fillna(""))
+        for (lab, dom), g in groups.groupby(["label", "domain"], sort=True):
+            ax.hist(g["anomaly_score"].to_numpy(dtype=float), bins=bins, alpha=0.5, label=f"{lab} {dom}".strip())
+        for thr in sorted(set(ok["threshold"].dropna().tolist())):
+            ax.axvline(thr, color="black", linestyle="--", linewidth=1, label=f"threshold {thr:.3g}")
+        ax.legend(fontsize=8)
+    ax.set(xlabel="anomaly score", ylabel="clips", title=f"Scores: {machine_type}")
+    return _png(fig)

@@ -1,0 +1,659 @@
+"""Nightly batch scoring on Ray Data: archive in, Parquet scores, metrics and
+DCASE submission files out.
+
+    asd score DATA_URI MODELS_URI OUT_URI [--machines fan,valve] [--masks K] ...
+    ray job submit --working-dir . -- python -m jobs.score DATA_URI MODELS_URI OUT_URI ...
+
+Pipeline (streaming; memory bounded by batch sizes, not by the archive)::
+
+    driver: list_archive -> one item per clip (path, size, parsed name, model id)
+    from_items ─► map_batches(fetch_decode_featurise)       CPU tasks, 8 clips a batch:
+                  s3fs cat of the batch (concurrent, per-file errors), decode,
+                  log-mel tiles normalised with the type's stats; bytes dropped here
+               ─► map_batches(ScoreActor, ActorPoolStrategy(size=N))
+                  each actor loads the models once and routes clips by machine type
+               ─► write_parquet(OUT/scores/_staging/<run_id>/)
+    driver: check rows == items and paths unique -> move files to OUT/scores/<run_id>/
+            -> write OUT/scores/<run_id>/_SUCCESS (the manifest: this publishes the run)
+            -> metrics, submission CSVs
+
+Why list on the driver and fetch inside the UDF rather than ``read_binary_files``: a
+file that cannot be read (deleted after listing, permissions, a flaky endpoint) fails
+the whole read task, and Ray Data can only drop whole blocks (``max_errored_blocks``);
+here each file gets its own error row. Only one batch of raw bytes per task is ever in
+memory, and ``s3fs.cat`` of a batch fetches its objects concurrently.
+
+Output layout under OUT_URI::
+
+    scores/<run_id>/part-*.parquet   one row per listed clip (asd_core.results.SCORE_SCHEMA)
+    scores/<run_id>/_SUCCESS         manifest (JSON); readers trust only runs that have it
+    scores/_staging/<run_id>/        in-flight writes (ignored by pyarrow: leading "_")
+    metrics/<run_id>/metrics.parquet per (machine type, section) + official score
+    metrics/<run_id>/evaluated.parquet  the exact rows the metrics were computed on
+    metrics/<run_id>/summary.json    the run summary
+    submission/<run_id>/anomaly_score_<m>_section_<ss>_test.csv, decision_result_...
+
+Incremental runs (``--incremental``) skip clips whose (path, size, model id) already has
+a final row in a published run of the same split and K (an ok row, or an error that a
+retry cannot fix; read failures are retried). A run publishes all or nothing: a run
+that crashed left only staging files, so its re-run scores what no published run holds. Their metrics and submission cover every listed clip: this
+run's rows plus the earlier rows they skipped, so a crashed night re-run with
+``--incremental`` yields the same metrics as one clean run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import os
+import posixpath
+import re
+import time
+import uuid
+from collections import Counter, defaultdict
+from datetime import datetime, timezone
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from asd_core import results
+from asd_core.artifact import META, list_artifacts
+from asd_core.detector import ListedClip, list_archive
+from asd_core.results import STATUS_ERROR, STATUS_OK
+from asd_core.storage import Location, open_location, pyarrow_filesystem, read_bytes, write_bytes
+
+log = logging.getLogger("jobs.score")
+
+SUCCESS = "_SUCCESS"
+STAGING = "_staging"
+DECODE_BATCH = 8  # clips per decode task batch: bounds raw bytes held per task
+DEFAULT_BATCH = 16  # clips per scoring call
+_RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+
+# Rows between the stages carry the score columns plus the tiles.
+_INTERNAL_SCHEMA = results.SCORE_SCHEMA.append(pa.field("tiles", pa.large_binary()))
+
+
+# ---------------------------------------------------------------- small helpers
+def new_run_id() -> str:
+    """``20260124T021500Z-1a2b3c``: sortable by start time, unique."""
+    return f"{datetime.now(timezone.utc):%Y%m%dT%H%M%SZ}-{uuid.uuid4().hex[:6]}"
+
+
+def _fs_path(uri: str) -> str:
+    return uri[len("s3://") :] if uri.startswith("s3://") else uri
+
+
+_FS_CACHE: dict[tuple[str, str | None], Location] = {}
+
+
+def _location(uri: str, endpoint_url: str | None) -> Location:
+    """One filesystem per worker process and (URI, endpoint)."""
+    key = (uri, endpoint_url)
+    if key not in _FS_CACHE:
+        _FS_CACHE[key] = open_location(uri, endpoint_url)
+    return _FS_CACHE[key]
+
+
+def model_index(models: Location, machine_types: list[str] | None = None) -> dict[str, dict[str, Any]]:
+    """``{machine_type: artifact metadata}`` (model id, config, normaliser) without weights."""
+    out = {}
+    for mt in list_artifacts(models):
+        if machine_types is None or mt in machine_types:
+            out[mt] = json.loads(read_bytes(models, f"{models.path}/{mt}/{META}"))
+    return out
+
+
+def clip_items(
+    listed: list[ListedClip],
+    data: Location,
+    models: dict[str, dict[str, Any]],
+    run_id: str,
+    gt: results.GroundTruth | None = None,
+) -> list[dict[str, Any]]:
+    """One pipeline item per listed clip; clips that cannot be scored (non-DCASE name,
+    no model) already carry their error."""
+    items = []
+    for c in listed:
+        meta = models.get(c.machine_type)
+        row: dict[str, Any] = {
+            "path": data.uri_of(c.path),
+            "file_name": posixpath.basename(c.path),
+            "machine_type": c.machine_type,
+            "size": c.size,
+            "model_id": meta["model_id"] if meta else "",
+            "run_id": run_id,
+            "status": None,
+        }
+        if c.clip is not None:
+            row.update(section=c.clip.section, domain=c.clip.domain, label=c.clip.label, split=c.clip.split)
+            if gt is not None:
+                key = (c.machine_type, c.clip.section, row["file_name"])
+                row["label"] = gt.labels.get(key, row["label"])
+                row["domain"] = gt.domains.get(key, row["domain"])
+        else:
+            row["split"] = posixpath.basename(posixpath.dirname(c.path))
+        if c.clip is None:
+            row.update(status=STATUS_ERROR, error_reason="bad_name", error=c.error)
+        elif meta is None:
+            row.update(
+                status=STATUS_ERROR,
+                error_reason="no_model",
+                error=f"no model artifact for machine type {c.machine_type!r}",
+            )
+        items.append(row)
+    return items
+
+
+# ---------------------------------------------------------------- stage 1: fetch, decode, featurise
+def fetch_decode(batch: pa.Table, *, data_uri: str, endpoint_url: str | None, models: dict[str, dict]) -> pa.Table:
+    """Fetch, decode and featurise a batch of clips; one output row per input row.
+
+    Output rows still to be scored have ``status`` null and ``tiles``: normalised
+    float32 tiles ``[n_tiles, n_mels, tile_frames]`` as bytes. Failures become error
+    rows; nothing raises for a bad clip.
+    """
+    from asd_core.audio import AudioDecodeError, decode
+    from asd_core.config import FeatureConfig
+    from asd_core.features import Normalizer, clip_tiles
+
+    rows = batch.to_pylist()
+    todo = [r for r in rows if r.get("status") is None]
+    blobs: dict[str, Any] = {}
+    if todo:
+        fs = _location(data_uri, endpoint_url).fs
+        paths = [_fs_path(r["path"]) for r in todo]
+        try:
+            got = fs.cat(paths, on_error="return")
+            blobs = got if isinstance(got, dict) else {paths[0]: got}
+        except Exception as e:  # the batch call itself failed: fall back to one by one
+            for p in paths:
+                try:
+                    blobs[p] = fs.cat_file(p)
+                except Exception as e1:  # becomes this clip's error row
+                    blobs[p] = e1
+            log.debug("batch fetch failed (%s), fetched one by one", e)
+    for r in todo:
+        p = _fs_path(r["path"])
+        data = blobs.pop(p, None)
+        if data is None:
+            data = FileNotFoundError(p)
+        if isinstance(data, BaseException):
+            r.update(status=STATUS_ERROR, error_reason="read_failed", error=f"{type(data).__name__}: {data}")
+            continue
+        meta = models[r["machine_type"]]
+        try:
+            fcfg = FeatureConfig(**meta["config"]["features"])
+            wav = decode(data, fcfg.sample_rate, fcfg.min_seconds)
+            del data  # raw bytes are not needed past this point
+            tiles = Normalizer.from_dict(meta["normalizer"])(clip_tiles(wav, fcfg, train=False))
+            r["duration_s"] = wav.shape[0] / fcfg.sample_rate
+            if tiles.shape[0] == 0:
+                r.update(status=STATUS_ERROR, error_reason="too_short", error="shorter than one tile")
+                continue
+            r["n_tiles"] = int(tiles.shape[0])
+            r["tiles"] = tiles.numpy().astype(np.float32, copy=False).tobytes()
+        except AudioDecodeError as e:
+            r.update(status=STATUS_ERROR, error_reason=e.reason, error=str(e))
+        except Exception as e:  # a clip's failure must not take its batch down
+            r.update(status=STATUS_ERROR, error_reason="decode_failed", error=f"{type(e).__name__}: {e}")
+    return pa.Table.from_pylist([{c: r.get(c) for c in _INTERNAL_SCHEMA.names} for r in rows], schema=_INTERNAL_SCHEMA)
+
+
+# ---------------------------------------------------------------- stage 2: score
+class ScoreActor:
+    """Ray Data callable class: loads every needed model once, scores batches.
+
+    ``loader()`` returns an :class:`asd_core.detector.Scorer`; injected so the class
+    runs without Ray or storage in tests.
+    """
+
+    def __init__(
+        self,
+        models_uri: str | None = None,
+        endpoint_url: str | None = None,
+        machine_types: list[str] | None = None,
+        n_masks: int | None = None,
+        device: str = "cpu",
+        torch_threads: int | None = None,
+        loader=None,
+    ):
+        import torch
+
+        from asd_core.detector import Scorer
+
+        if torch_threads:
+            torch.set_num_threads(torch_threads)
+        if loader is not None:
+            self.scorer = loader()
+        else:
+            loc = open_location(models_uri, endpoint_url)
+            self.scorer = Scorer.from_location(loc, machine_types or [], device=device, n_masks=n_masks)
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        import torch
+
+        rows = batch.to_pylist()
+        by_type: dict[str, list[dict]] = defaultdict(list)
+        for r in rows:
+            if r.get("status") is None:
+                by_type[r["machine_type"]].append(r)
+        for mt, group in by_type.items():
+            if not self.scorer.has_model(mt):
+                for r in group:
+                    r.update(status=STATUS_ERROR, error_reason="no_model", error=f"scorer has no model for {mt!r}")
+                continue
+            fc = self.scorer.artifacts[mt].config.features
+            tiles = [
+                torch.from_numpy(np.frombuffer(r["tiles"], dtype=np.float32).reshape(-1, fc.n_mels, fc.tile_frames).copy())
+                for r in group
+            ]
+            try:
+                scored = self.scorer.score_tiles(mt, tiles)
+            except Exception:  # isolate the clip that fails
+                scored = []
+                for t in tiles:
+                    try:
+                        scored.append(self.scorer.score_tiles(mt, [t])[0])
+                    except Exception as e:
+                        scored.append(e)
+            for r, s in zip(group, scored, strict=True):
+                if isinstance(s, BaseException):
+                    r.update(status=STATUS_ERROR, error_reason="score_failed", error=f"{type(s).__name__}: {s}")
+                elif not math.isfinite(s.score):
+                    r.update(status=STATUS_ERROR, error_reason="score_failed", error="non-finite score")
+                else:
+                    r.update(
+                        status=STATUS_OK,
+                        anomaly_score=s.score,
+                        decision=s.decision,
+                        threshold=s.threshold,
+                        model_id=s.model_id,
+                        n_tiles=s.n_tiles,
+                    )
+        now = datetime.now(timezone.utc)
+        for r in rows:
+            r["scored_at"] = now
+        return results.to_table(rows)
+
+
+# ---------------------------------------------------------------- published runs
+def published_runs(out: Location) -> list[dict[str, Any]]:
+    """Manifests of the published runs under ``out``, oldest first."""
+    scores = f"{out.path}/scores"
+    if not out.fs.exists(scores):
+        return []
+    runs = []
+    for d in out.fs.ls(scores, detail=False):
+        name = d.rstrip("/").rsplit("/", 1)[-1]
+        if name.startswith(("_", ".")):
+            continue
+        try:
+            runs.append(json.loads(read_bytes(out, f"{d.rstrip('/')}/{SUCCESS}")))
+        except FileNotFoundError:
+            continue  # never published: not trusted
+    return sorted(runs, key=lambda m: (m.get("published_at", ""), m["run_id"]))
+
+
+def read_run(out: Location, manifest: dict[str, Any]) -> pa.Table:
+    """The score rows of one published run (only the files its manifest lists)."""
+    d = f"{out.path}/scores/{manifest['run_id']}"
+    tables = []
+    for name in manifest.get("files", []):
+        with out.fs.open(f"{d}/{name}", "rb") as f:
+            tables.append(results.conform(pq.read_table(f)))
+    return pa.concat_tables(tables) if tables else results.empty_scores()
+
+
+def _read_files(out: Location, paths: list[str]) -> pa.Table:
+    tables = []
+    for p in paths:
+        with out.fs.open(p, "rb") as f:
+            tables.append(results.conform(pq.read_table(f)))
+    return pa.concat_tables(tables) if tables else results.empty_scores()
+
+
+def _write_table(out: Location, path: str, table: pa.Table) -> None:
+    buf = pa.BufferOutputStream()
+    pq.write_table(table, buf)
+    write_bytes(out, path, buf.getvalue().to_pybytes())
+
+
+# ---------------------------------------------------------------- the job
+def run_scoring(
+    data_uri: str,
+    models_uri: str,
+    out_uri: str,
+    *,
+    machines: list[str] | None = None,
+    split: str = "test",
+    n_masks: int | None = None,
+    run_id: str | None = None,
+    incremental: bool = False,
+    actors: int = 1,
+    gpus_per_actor: float = 0.0,
+    cpus_per_actor: float | None = None,
+    torch_threads: int | None = None,
+    actor_memory_gb: float | None = None,
+    batch_size: int = DEFAULT_BATCH,
+    endpoint_url: str | None = None,
+    ground_truth: list[str] | None = None,
+) -> dict[str, Any]:
+    """Score every clip of ``<data_uri>/<machine_type>/<split>/`` and publish the run.
+
+    Needs Ray initialised (``ray.init`` / :func:`jobs.common.init_ray`); starts a
+    local one otherwise. ``n_masks`` overrides each artifact's K; ``gpus_per_actor``
+    > 0 scores on CUDA. ``cpus_per_actor`` defaults to 0.5 so the decode tasks always
+    find a CPU; ``torch_threads`` (CPU scoring) defaults to the node's cores / actors.
+    ``actor_memory_gb`` reserves heap per actor (a width-64 U-Net with 256-pair forward
+    batches peaks at ~2.3 GiB on CPU), so Ray does not pack more actors than fit.
+    Returns the run summary (also written to ``metrics/<run_id>/summary.json``).
+    """
+    import ray
+
+    t0 = time.perf_counter()
+    run_id = run_id or new_run_id()
+    if not _RUN_ID.match(run_id):
+        raise ValueError(f"run id {run_id!r}: use letters, digits, '.', '_' and '-' (no '=' or '/')")
+    data = open_location(data_uri, endpoint_url)
+    models_loc = open_location(models_uri, endpoint_url)
+    out = open_location(out_uri, endpoint_url)
+    if out.protocol == "file":
+        out.fs.makedirs(out.path, exist_ok=True)
+    published = published_runs(out)
+    if any(m["run_id"] == run_id for m in published):
+        raise ValueError(f"run {run_id!r} is already published under {out.uri}/scores; runs are never rewritten")
+
+    listed = list_archive(data, split=split, machines=machines)
+    models = model_index(models_loc)
+    gt = results.read_ground_truth(ground_truth, endpoint_url) if ground_truth else None
+    items = clip_items(listed, data, models, run_id, gt)
+    log.info("run %s: %d clips listed under %s (%d machine types)", run_id, len(items), data.uri,
+             len({i["machine_type"] for i in items}))
+
+    # Incremental: earlier published rows that settle a clip (same path, size, model).
+    carried: list[dict] = []
+    if incremental:
+        # Same split and same K: scores with another number of masks are other estimates.
+        same_split = [m for m in published if m.get("split") == split and m.get("n_masks") == n_masks]
+        prev_by_path = {r["path"]: r for r in results.latest_per_path([read_run(out, m) for m in same_split])}
+        todo = []
+        for it in items:
+            p = prev_by_path.get(it["path"])
+            if (
+                p is not None
+                and int(p["size"]) == it["size"]
+                and (p["model_id"] or "") == it["model_id"]
+                and results.is_final(p["status"], p["error_reason"])
+            ):
+                carried.append(p)
+            else:
+                todo.append(it)
+        log.info("incremental: %d clips already scored in published runs, %d to score", len(carried), len(todo))
+        items = todo
+
+    stage_dir = f"{out.path}/scores/{STAGING}/{run_id}"
+    if out.fs.exists(stage_dir):  # left by a crashed attempt of the same run id
+        out.fs.rm(stage_dir, recursive=True)
+    started_at = datetime.now(timezone.utc).isoformat()
+    t_pipe = time.perf_counter()
+    if items:
+        needed = sorted({i["machine_type"] for i in items if i["status"] is None})
+        _run_pipeline(
+            items,
+            data_uri=data.uri,
+            models_uri=models_loc.uri,
+            stage_uri=out.uri_of(stage_dir),
+            out=out,
+            endpoint_url=endpoint_url,
+            models={mt: models[mt] for mt in needed},
+            n_masks=n_masks,
+            actors=actors,
+            gpus_per_actor=gpus_per_actor,
+            cpus_per_actor=cpus_per_actor,
+            torch_threads=torch_threads,
+            actor_memory_gb=actor_memory_gb,
+            batch_size=batch_size,
+            ray=ray,
+        )
+    pipeline_s = time.perf_counter() - t_pipe
+
+    # Check, then publish.
+    staged = sorted(p for p in (out.fs.find(stage_dir) if out.fs.exists(stage_dir) else []) if p.endswith(".parquet"))
+    new = _read_files(out, staged)
+    paths = new["path"].to_pylist()
+    expected = {i["path"] for i in items}
+    if not set(new["status"].to_pylist()) <= {STATUS_OK, STATUS_ERROR}:
+        raise RuntimeError(f"run {run_id}: rows left without a status; not published")
+    if len(paths) != len(items) or set(paths) != expected:
+        missing, extra = expected - set(paths), len(paths) - len(set(paths))
+        raise RuntimeError(
+            f"run {run_id}: {len(paths)} rows staged for {len(items)} clips ({len(missing)} missing, "
+            f"{extra} duplicated); not published, staging left at {out.uri_of(stage_dir)}"
+        )
+    run_dir = f"{out.path}/scores/{run_id}"
+    files = []
+    if out.protocol == "file":
+        out.fs.makedirs(run_dir, exist_ok=True)
+    for i, p in enumerate(staged):
+        name = f"part-{i:05d}.parquet"
+        out.fs.mv(p, f"{run_dir}/{name}")
+        files.append(name)
+    if out.fs.exists(stage_dir):
+        out.fs.rm(stage_dir, recursive=True)
+    status = new["status"].to_pylist()
+    reasons = Counter(r for r, s in zip(new["error_reason"].to_pylist(), status, strict=True) if s == STATUS_ERROR)
+    n_error = sum(reasons.values())
+    manifest = {
+        "format": 1,
+        "run_id": run_id,
+        "split": split,
+        "data_uri": data.uri,
+        "models_uri": models_loc.uri,
+        "models": {mt: m["model_id"] for mt, m in models.items()},
+        "n_masks": n_masks,
+        "incremental": incremental,
+        "n_rows": new.num_rows,
+        "n_ok": new.num_rows - n_error,
+        "n_error": n_error,
+        "errors_by_reason": dict(sorted(reasons.items())),
+        "n_skipped": len(carried),
+        "files": files,
+        "started_at": started_at,
+        "published_at": datetime.now(timezone.utc).isoformat(),
+    }
+    write_bytes(out, f"{run_dir}/{SUCCESS}", json.dumps(manifest, indent=2).encode())
+
+    # Metrics and submission over every listed clip's row.
+    view = pa.concat_tables([results.to_table(carried), new]).to_pandas()
+    view = results.apply_ground_truth(view, gt)
+    sections, official = results.compute_metrics(view)
+    mdir = f"{out.path}/metrics/{run_id}"
+    _write_table(out, f"{mdir}/metrics.parquet", results.metrics_table(sections, run_id, official))
+    _write_table(out, f"{mdir}/evaluated.parquet", results.conform(pa.Table.from_pandas(view, preserve_index=False)))
+    sub_dir = f"{out.path}/submission/{run_id}"
+    sub = results.submission_files(view) if split == "test" else {}
+    for name, text in sub.items():
+        write_bytes(out, f"{sub_dir}/{name}", text.encode())
+
+    seconds = time.perf_counter() - t0
+    summary = {
+        "run_id": run_id,
+        "split": split,
+        "n_listed": len(listed),
+        "n_skipped": len(carried),
+        "n_scored": new.num_rows,
+        "n_ok": manifest["n_ok"],
+        "n_error": n_error,
+        "errors_by_reason": manifest["errors_by_reason"],
+        "n_evaluated": int(len(results.evaluable(view))),
+        "official_score": official,
+        "sections": [m.to_dict() for m in sections],
+        "scores_uri": out.uri_of(run_dir),
+        "metrics_uri": out.uri_of(mdir),
+        "submission_uri": out.uri_of(sub_dir) if sub else None,
+        "pipeline_seconds": pipeline_s,
+        "seconds": seconds,
+        "clips_per_second": new.num_rows / pipeline_s if pipeline_s > 0 and new.num_rows else 0.0,
+    }
+    write_bytes(out, f"{mdir}/summary.json", json.dumps(summary, indent=2, default=_json_default).encode())
+    log.info(
+        "run %s published: %d rows (%d ok, %d errors%s), %d skipped, official score %s, %.1f s",
+        run_id, new.num_rows, manifest["n_ok"], n_error,
+        f": {dict(reasons)}" if reasons else "", len(carried), f"{official:.4f}", seconds,
+    )
+    return summary
+
+
+def _json_default(o: Any) -> Any:
+    if isinstance(o, float | np.floating):
+        return None if not math.isfinite(float(o)) else float(o)
+    return str(o)
+
+
+def _run_pipeline(
+    items: list[dict],
+    *,
+    data_uri: str,
+    models_uri: str,
+    stage_uri: str,
+    out: Location,
+    endpoint_url: str | None,
+    models: dict[str, dict],
+    n_masks: int | None,
+    actors: int,
+    gpus_per_actor: float,
+    cpus_per_actor: float | None,
+    torch_threads: int | None,
+    actor_memory_gb: float | None,
+    batch_size: int,
+    ray,
+) -> None:
+    import ray.data
+    from ray.data.datasource import FilenameProvider
+
+    if not ray.is_initialized():
+        ray.init()
+    ctx = ray.data.DataContext.get_current()  # configured before the dataset exists
+    ctx.max_errored_blocks = 0  # a lost block is a bug: fail loudly (bad clips are rows)
+    gpu = gpus_per_actor > 0
+    if torch_threads is None and not gpu:
+        torch_threads = max(1, (os.cpu_count() or 1) // max(actors, 1))
+    # Small input blocks (a few decode batches each) so decode runs as many tasks.
+    table = results.to_table(items)
+    rows_per_block = max(DECODE_BATCH, math.ceil(len(items) / 2000))
+    ds = ray.data.from_arrow([table.slice(i, rows_per_block) for i in range(0, len(items), rows_per_block)])
+    ds = ds.map_batches(
+        fetch_decode,
+        batch_size=DECODE_BATCH,
+        batch_format="pyarrow",
+        fn_kwargs={"data_uri": data_uri, "endpoint_url": endpoint_url, "models": models},
+        num_cpus=1,
+    )
+    ds = ds.map_batches(
+        ScoreActor,
+        batch_size=batch_size,
+        batch_format="pyarrow",
+        compute=ray.data.ActorPoolStrategy(size=actors),
+        fn_constructor_kwargs={
+            "models_uri": models_uri,
+            "endpoint_url": endpoint_url,
+            "machine_types": sorted(models),
+            "n_masks": n_masks,
+            "device": "cuda" if gpu else "cpu",
+            "torch_threads": torch_threads,
+        },
+        num_cpus=cpus_per_actor if cpus_per_actor is not None else 0.5,
+        num_gpus=gpus_per_actor or None,
+        **({"memory": int(actor_memory_gb * 2**30)} if actor_memory_gb else {}),
+    )
+    ds.write_parquet(
+        _fs_path(stage_uri),
+        filesystem=pyarrow_filesystem(out),
+        filename_provider=FilenameProvider(file_format="parquet"),
+        min_rows_per_file=1_000_000,
+    )
+
+
+# ---------------------------------------------------------------- CLI
+def build_parser() -> argparse.ArgumentParser:
+    from jobs.common import add_ray_args, add_storage_args
+
+    p = argparse.ArgumentParser(prog="asd score", description=__doc__.split("\n\n")[0])
+    p.add_argument("data_uri", help="archive root: <root>/<machine_type>/<split>/<clip>.wav (s3:// or a folder)")
+    p.add_argument("models_uri", help="model artifacts: <models>/<machine_type>/")
+    p.add_argument("out_uri", help="output root (scores/, metrics/, submission/)")
+    p.add_argument("--machines", default=None, help="comma-separated machine types (default: every folder)")
+    p.add_argument("--split", default="test", choices=["test", "train"])
+    p.add_argument("--masks", type=int, default=None, dest="n_masks", help="masks per tile K (default: the artifact's)")
+    p.add_argument("--run-id", default=None, help="run id (default: UTC time + random suffix)")
+    p.add_argument("--incremental", action="store_true", help="skip clips already scored in published runs")
+    p.add_argument("--actors", type=int, default=1, help="scoring actors")
+    p.add_argument("--gpus-per-actor", type=float, default=0.0, help="GPUs per scoring actor (0 = CPU)")
+    p.add_argument("--cpus-per-actor", type=float, default=None, help="CPUs reserved per actor (default 0.5)")
+    p.add_argument("--torch-threads", type=int, default=None, help="torch threads per CPU actor (default cores/actors)")
+    p.add_argument("--actor-memory-gb", type=float, default=None, help="heap reserved per scoring actor (GiB)")
+    p.add_argument("--batch-size", type=int, default=DEFAULT_BATCH, help="clips per scoring call")
+    p.add_argument("--ground-truth", nargs="+", default=None, metavar="CSV_URI",
+                   help="official ground-truth CSVs or folders (ground_truth_data/, ground_truth_domain/)")
+    p.add_argument("--max-error-rate", type=float, default=None,
+                   help="exit 1 when more than this fraction of this run's clips failed")
+    p.add_argument("-v", "--verbose", action="store_true")
+    add_storage_args(p)
+    add_ray_args(p)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    from jobs.common import init_ray, parse_machines, setup_logging
+
+    args = build_parser().parse_args(argv)
+    setup_logging(args.verbose)
+    import ray
+
+    started = not ray.is_initialized()
+    init_ray(args.address, args.endpoint_url)
+    try:
+        summary = run_scoring(
+            args.data_uri,
+            args.models_uri,
+            args.out_uri,
+            machines=parse_machines(args.machines),
+            split=args.split,
+            n_masks=args.n_masks,
+            run_id=args.run_id,
+            incremental=args.incremental,
+            actors=args.actors,
+            gpus_per_actor=args.gpus_per_actor,
+            cpus_per_actor=args.cpus_per_actor,
+            torch_threads=args.torch_threads,
+            actor_memory_gb=args.actor_memory_gb,
+            batch_size=args.batch_size,
+            endpoint_url=args.endpoint_url,
+            ground_truth=args.ground_truth,
+        )
+    finally:
+        if started:
+            ray.shutdown()
+    off = summary["official_score"]
+    print(
+        f"run {summary['run_id']}: {summary['n_listed']} clips listed, {summary['n_skipped']} skipped, "
+        f"{summary['n_scored']} scored ({summary['n_ok']} ok, {summary['n_error']} errors"
+        + (f": {summary['errors_by_reason']}" if summary["n_error"] else "")
+        + f"); official score {'-' if not math.isfinite(off) else f'{100 * off:.2f}'}; "
+        f"{summary['clips_per_second']:.2f} clips/s; scores at {summary['scores_uri']}"
+    )
+    if args.max_error_rate is not None and summary["n_scored"]:
+        rate = summary["n_error"] / summary["n_scored"]
+        if rate > args.max_error_rate:
+            print(f"error rate {rate:.3f} exceeds --max-error-rate {args.max_error_rate}")
+            return 1
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
