@@ -6,6 +6,7 @@ The Ray jobs call exactly these functions inside their workers and actors.
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -80,16 +81,40 @@ class TrainedType:
     summary: dict = field(default_factory=dict)
 
 
-def training_tiles(wavs: Iterable[np.ndarray], cfg: ASDConfig) -> tuple[torch.Tensor, list[torch.Tensor]]:
-    """Raw (un-normalised) training tiles ``[N, n_mels, tile_frames]`` of all clips, and
-    each clip's scoring tiles (for the threshold)."""
+def training_tiles(
+    wavs: Sequence[np.ndarray], cfg: ASDConfig, domains: Sequence[str | None] | None = None
+) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """Raw (un-normalised) training tiles ``[N, n_mels, tile_frames]`` of all clips, with
+    target-domain clips repeated per ``train.target_share``, and each clip's scoring
+    tiles (for the threshold)."""
+    repeats = domain_repeats(domains or [None] * len(wavs), cfg.train.target_share)
     train, score = [], []
-    for wav in wavs:
-        train.append(clip_tiles(wav, cfg.features, train=True))
+    for wav, r in zip(wavs, repeats, strict=True):
+        t = clip_tiles(wav, cfg.features, train=True)
+        train.extend([t] * r)
         score.append(clip_tiles(wav, cfg.features, train=False))
     if not train or sum(t.shape[0] for t in train) == 0:
         raise ValueError("no training tiles: no clip is long enough for one tile")
     return torch.cat(train), score
+
+
+def clip_domain(path: str) -> str | None:
+    """The domain a DCASE path names, or None (evaluation or non-DCASE names)."""
+    try:
+        return parse_path(path).domain
+    except ClipNameError:
+        return None
+
+
+def domain_repeats(domains: Sequence[str | None], target_share: float) -> list[int]:
+    """How often to repeat each training clip so that target-domain clips make up at
+    least ``target_share`` of them (source and unknown domains once each)."""
+    n_t = sum(d == "target" for d in domains)
+    n_other = len(domains) - n_t
+    if n_t == 0 or n_other == 0 or target_share <= 0:
+        return [1] * len(domains)
+    r = max(1, math.ceil(target_share * n_other / ((1.0 - target_share) * n_t)))
+    return [r if d == "target" else 1 for d in domains]
 
 
 def cap_tiles(tiles: torch.Tensor, max_tiles: int, seed: int) -> torch.Tensor:
@@ -123,12 +148,16 @@ def train_type(
     wavs: Sequence[np.ndarray],
     cfg: ASDConfig,
     *,
+    domains: Sequence[str | None] | None = None,
     device: str | torch.device = "cpu",
     on_epoch: Callable[[int, float], None] | None = None,
 ) -> TrainedType:
-    """Train one machine type's model on its normal training clips (single process)."""
+    """Train one machine type's model on its normal training clips (single process).
+
+    ``domains`` (``"source"``/``"target"``/None per clip) enables domain balancing.
+    """
     t0 = time.perf_counter()
-    raw, score_raw = training_tiles(wavs, cfg)
+    raw, score_raw = training_tiles(wavs, cfg, domains)
     normalizer = Normalizer.fit(raw)
     tiles = cap_tiles(normalizer(raw), cfg.train.max_train_tiles, cfg.train.seed)
     torch.manual_seed(cfg.train.seed)

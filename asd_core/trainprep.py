@@ -23,7 +23,7 @@ import torch
 
 from .audio import AudioDecodeError, decode
 from .config import ASDConfig
-from .detector import ListedClip, cap_tiles
+from .detector import ListedClip, cap_tiles, clip_domain, domain_repeats
 from .features import Normalizer, clip_tiles
 from .storage import Location
 
@@ -134,6 +134,7 @@ def prepare_type(
     skip = list(skipped)
     raw: list[torch.Tensor] = []  # per clip [N_c, n_mels, tile_frames] float32 dB
     score: list[torch.Tensor] = []
+    domains: list[str | None] = []
     for path, data in read_clips(loc, paths):
         if isinstance(data, BaseException):
             skip.append((path, f"unreadable: {type(data).__name__}: {data}"))
@@ -149,19 +150,24 @@ def prepare_type(
             continue
         raw.append(t)
         score.append(clip_tiles(wav, fc, train=False))
+        domains.append(clip_domain(path))
     for path, reason in skip:
         log.warning("%s: skipping %s (%s)", machine_type, path, reason)
     if not raw:
         raise NoTrainingData(
             f"{machine_type}: no usable training clip ({len(paths)} listed, {len(skip)} skipped)"
         )
-    normalizer = fit_normalizer(raw)
-    n_total = sum(t.shape[0] for t in raw)
+    # target-domain clips repeated to make up train.target_share of the tiles
+    repeats = domain_repeats(domains, cfg.train.target_share)
+    normalizer = fit_normalizer([t for t, r in zip(raw, repeats, strict=True) for _ in range(r)])
+    n_total = sum(t.shape[0] * r for t, r in zip(raw, repeats, strict=True))
     out = np.empty((n_total, fc.n_mels, fc.tile_frames), dtype=np.float16)
     pos = 0
-    for i, t in enumerate(raw):
-        out[pos : pos + t.shape[0]] = normalizer(t).numpy().astype(np.float16)
-        pos += t.shape[0]
+    for i, (t, r) in enumerate(zip(raw, repeats, strict=True)):
+        z = normalizer(t).numpy().astype(np.float16)
+        for _ in range(r):
+            out[pos : pos + t.shape[0]] = z
+            pos += t.shape[0]
         raw[i] = t.new_zeros(0)  # release as we go
     tiles = cap_tiles(torch.from_numpy(out), cfg.train.max_train_tiles, cfg.train.seed).numpy()
     score = [score[i] for i in threshold_clip_indices(len(score), cfg)]

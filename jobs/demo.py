@@ -101,7 +101,7 @@ def run_demo(workdir: str, machines: list[str] | None, size: str, seed: int = 0,
             gpus_per_actor=1.0 if gpus else 0.0, endpoint_url=endpoint,
         )
         timings["score"] = time.perf_counter() - t0
-        print(f"[demo] scored {summary['n_rows']} clips in {timings['score']:.0f} s", flush=True)
+        print(f"[demo] scored {summary['n_scored']} clips in {timings['score']:.0f} s", flush=True)
 
         rep = report(out_uri)
         timings["total"] = time.perf_counter() - t_all
@@ -134,6 +134,7 @@ def run_demo(workdir: str, machines: list[str] | None, size: str, seed: int = 0,
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     setup_logging()
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)  # the S3 server's per-request lines
     from asd_core.config import parse_overrides
 
     return run_demo(args.workdir, parse_machines(args.machines), args.size, args.seed, parse_overrides(args.set))

@@ -67,3 +67,13 @@ def test_artifact_refuses_other_feature_config(trained, tmp_path):
         load_artifact(str(tmp_path), "hum", expect_config=cfg.override({"hop_length": 512}))
     with pytest.raises(ArtifactError, match="no model artifact"):
         load_artifact(str(tmp_path), "valve")
+
+
+def test_domain_repeats_balance_target_clips():
+    from asd_core.detector import domain_repeats
+
+    reps = domain_repeats(["source"] * 990 + ["target"] * 10, 0.25)
+    assert reps[:990] == [1] * 990 and set(reps[990:]) == {33}  # 330 / (990 + 330) = 0.25
+    assert domain_repeats(["source"] * 10 + [None], 0.25) == [1] * 11  # no target clips
+    assert domain_repeats(["source", "target"], 0.0) == [1, 1]
+    assert domain_repeats(["target"] * 3, 0.5) == [1, 1, 1]
