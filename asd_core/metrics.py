@@ -104,8 +104,12 @@ def gamma_threshold(train_scores: Sequence[float], quantile: float = 0.9) -> flo
     """Decision threshold: the ``quantile`` of a gamma distribution fitted to the
     training clips' scores (the official baseline's rule).
 
-    Falls back to the empirical quantile when the fit is degenerate (constant or
-    too few scores, or a non-finite result).
+    The location is fixed at 0 (scores are squared errors, >= 0). The baseline also
+    fits the location; on reconstruction scores where a few target-domain clips sit
+    above the source ones, that 3-parameter fit degenerates (shape < 1, a huge scale)
+    and put the threshold above every test clip (measured: 1.4-1.6 against scores of
+    0.4-1.0 on three of seven synthetic types). Falls back to the empirical quantile
+    when the fit is degenerate (constant or too few scores, or a non-finite result).
     """
     x = np.asarray(train_scores, dtype=float)
     x = x[np.isfinite(x)]
@@ -113,7 +117,7 @@ def gamma_threshold(train_scores: Sequence[float], quantile: float = 0.9) -> flo
         raise ValueError("no finite training scores to fit a threshold on")
     if x.size >= 3 and np.ptp(x) > 0:
         try:
-            shape, loc, scale = scipy.stats.gamma.fit(x)
+            shape, loc, scale = scipy.stats.gamma.fit(x, floc=0.0)
             thr = float(scipy.stats.gamma.ppf(quantile, shape, loc=loc, scale=scale))
             if np.isfinite(thr):
                 return thr

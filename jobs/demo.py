@@ -29,7 +29,7 @@ SIZES = {
 }
 # CPU settings of the tiny preset for the demo: enough epochs to learn the machines,
 # few enough tiles per type that seven types train in minutes on two cores.
-CPU_OVERRIDES = {"epochs": 12, "max_train_tiles": 600, "n_masks": 16}
+CPU_OVERRIDES = {"epochs": 10, "max_train_tiles": 480, "n_masks": 16}
 DEMO_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "demo", "AWS_SECRET_ACCESS_KEY": "demo", "AWS_DEFAULT_REGION": "us-east-1"}
 
 
