@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
@@ -62,6 +63,21 @@ def init_ray(address: str | None, endpoint_url: str | None = None):
         return ray
     ray.init(address=address, runtime_env={"env_vars": env} if env else None, log_to_driver=True)
     return ray
+
+
+@contextlib.contextmanager
+def ray_session(address: str | None, endpoint_url: str | None = None):
+    """``init_ray`` for a job's ``main``; shuts Ray down afterwards only if it was
+    started here (a caller that already runs Ray, such as ``asd demo``, keeps it)."""
+    import ray
+
+    started_here = not ray.is_initialized()
+    init_ray(address, endpoint_url)
+    try:
+        yield ray
+    finally:
+        if started_here:
+            ray.shutdown()
 
 
 def setup_logging(verbose: bool = False) -> None:

@@ -609,15 +609,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from jobs.common import init_ray, parse_machines, setup_logging
+    from jobs.common import parse_machines, ray_session, setup_logging
 
     args = build_parser().parse_args(argv)
     setup_logging(args.verbose)
-    import ray
-
-    started = not ray.is_initialized()
-    init_ray(args.address, args.endpoint_url)
-    try:
+    with ray_session(args.address, args.endpoint_url):
         summary = run_scoring(
             args.data_uri,
             args.models_uri,
@@ -636,9 +632,6 @@ def main(argv: list[str] | None = None) -> int:
             endpoint_url=args.endpoint_url,
             ground_truth=args.ground_truth,
         )
-    finally:
-        if started:
-            ray.shutdown()
     off = summary["official_score"]
     print(
         f"run {summary['run_id']}: {summary['n_listed']} clips listed, {summary['n_skipped']} skipped, "

@@ -49,7 +49,7 @@ from asd_core.training import train_epoch
 from asd_core.trainprep import prepare_type, select_training_clips
 from asd_core.unet import build_model
 
-from .common import add_ray_args, add_storage_args, init_ray, parse_machines, setup_logging
+from .common import add_ray_args, add_storage_args, parse_machines, ray_session, setup_logging
 
 log = logging.getLogger("asd.train")
 
@@ -490,30 +490,24 @@ def main(argv: list[str] | None = None) -> int:
         config = preset(args.preset, parse_overrides(args.set))
     except (KeyError, ValueError) as e:
         parser.error(str(e).strip("'\""))
-    import ray
-
-    started_here = not ray.is_initialized()
-    init_ray(args.address, args.endpoint_url)
     try:
-        manifest = run_training(
-            args.data_uri,
-            args.models_uri,
-            config=config,
-            machines=parse_machines(args.machines),
-            workers_per_model=args.workers_per_model,
-            gpus_per_worker=args.gpus_per_worker,
-            cpus_per_worker=args.cpus_per_worker,
-            endpoint_url=args.endpoint_url,
-            resume=args.resume,
-            run_name=args.run_name,
-            max_failures=args.max_failures,
-        )
+        with ray_session(args.address, args.endpoint_url):
+            manifest = run_training(
+                args.data_uri,
+                args.models_uri,
+                config=config,
+                machines=parse_machines(args.machines),
+                workers_per_model=args.workers_per_model,
+                gpus_per_worker=args.gpus_per_worker,
+                cpus_per_worker=args.cpus_per_worker,
+                endpoint_url=args.endpoint_url,
+                resume=args.resume,
+                run_name=args.run_name,
+                max_failures=args.max_failures,
+            )
     except (FileNotFoundError, FileExistsError, ValueError) as e:  # nothing could start
         log.error("%s", e)
         return 2
-    finally:
-        if started_here:
-            ray.shutdown()
     for mt, e in sorted(manifest["types"].items()):
         losses = e.get("losses") or []
         tail = f"loss {losses[-1]:.5f}, {e.get('epochs')} epochs, {e.get('model_id')}" if e["status"] == "ok" else e.get("error")
