@@ -7,10 +7,12 @@ BIN    := $(VENV)/bin
 
 .PHONY: demo test lint install clean
 
-$(BIN)/asd: pyproject.toml
+# constraints.txt pins every package to a set known to install and import together
+# (pip otherwise backtracks for a long time between boto3/botocore and aiobotocore).
+$(BIN)/asd: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e ".[dev]"
+	$(BIN)/pip install -q -c constraints.txt -e ".[dev]"
 	touch $(BIN)/asd
 
 install: $(BIN)/asd
