@@ -124,15 +124,20 @@ def cap_tiles(tiles: torch.Tensor, max_tiles: int, seed: int) -> torch.Tensor:
     return tiles
 
 
+def threshold_clip_indices(n_clips: int, cfg: ASDConfig) -> list[int]:
+    """Which of ``n_clips`` training clips are scored to fit the threshold (at most
+    ``score.threshold_max_clips``, a seeded draw)."""
+    cap = cfg.score.threshold_max_clips
+    if cap and n_clips > cap:
+        return sorted(np.random.default_rng(cfg.train.seed).choice(n_clips, cap, replace=False).tolist())
+    return list(range(n_clips))
+
+
 def threshold_from_training(
     model: torch.nn.Module, normalizer: Normalizer, score_tiles_raw: Sequence[torch.Tensor], cfg: ASDConfig
 ) -> tuple[float, np.ndarray]:
     """Score (up to ``threshold_max_clips``) training clips and fit the gamma threshold."""
-    clips = list(score_tiles_raw)
-    cap = cfg.score.threshold_max_clips
-    if cap and len(clips) > cap:
-        idx = np.random.default_rng(cfg.train.seed).choice(len(clips), cap, replace=False)
-        clips = [clips[i] for i in sorted(idx)]
+    clips = [score_tiles_raw[i] for i in threshold_clip_indices(len(score_tiles_raw), cfg)]
     masks = RandomMaskSource(cfg.score.n_masks, cfg.masks, cfg.score.mask_seed).masks(
         cfg.features.n_mels, cfg.features.tile_frames
     )

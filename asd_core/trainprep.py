@@ -23,7 +23,7 @@ import torch
 
 from .audio import AudioDecodeError, decode
 from .config import ASDConfig
-from .detector import ListedClip, cap_tiles, clip_domain, domain_repeats
+from .detector import ListedClip, cap_tiles, clip_domain, domain_repeats, threshold_clip_indices
 from .features import Normalizer, clip_tiles
 from .storage import Location
 
@@ -87,14 +87,6 @@ def fit_normalizer(tiles: Sequence[torch.Tensor], min_std: float = 1e-3) -> Norm
         sq += ((t.to(torch.float64) - mean[None, :, None]) ** 2).sum(dim=(0, 2))
     std = (sq / max(count - 1, 1)).sqrt().clamp_min(min_std)
     return Normalizer(mean.numpy().astype(np.float32), std.numpy().astype(np.float32))
-
-
-def threshold_clip_indices(n_clips: int, cfg: ASDConfig) -> list[int]:
-    """The clips :func:`asd_core.detector.threshold_from_training` would score (same draw)."""
-    cap = cfg.score.threshold_max_clips
-    if cap and n_clips > cap:
-        return sorted(np.random.default_rng(cfg.train.seed).choice(n_clips, cap, replace=False).tolist())
-    return list(range(n_clips))
 
 
 def read_clips(loc: Location, paths: Sequence[str], chunk: int = 32):
