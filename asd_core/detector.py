@@ -225,6 +225,10 @@ class Scorer:
         arts = {mt: load_artifact(loc, mt, expect_config=expect_config, device=device) for mt in machine_types}
         return cls(arts, device=device, n_masks=n_masks)
 
+    def masks(self, machine_type: str) -> torch.Tensor:
+        """The K scoring masks ``[K, n_mels, tile_frames]`` (bool) of a machine type."""
+        return self._masks[machine_type]
+
     def has_model(self, machine_type: str) -> bool:
         return machine_type in self.artifacts
 
