@@ -110,6 +110,12 @@ def list_artifacts(loc: Location | str) -> list[str]:
     return sorted(out)
 
 
+def read_meta(loc: Location, machine_type: str) -> dict[str, Any]:
+    """``<loc>/<machine_type>/artifact.json`` (model id, config, normaliser, threshold)
+    without the weights."""
+    return json.loads(read_bytes(loc, f"{loc.join(machine_type).path}/{META}"))
+
+
 def load_artifact(
     loc: Location | str,
     machine_type: str,
@@ -126,7 +132,7 @@ def load_artifact(
         loc = open_location(loc)
     d = loc.join(machine_type)
     try:
-        meta = json.loads(read_bytes(loc, f"{d.path}/{META}"))
+        meta = read_meta(loc, machine_type)
         blob = read_bytes(loc, f"{d.path}/{WEIGHTS}")
     except FileNotFoundError as e:
         raise ArtifactError(f"no model artifact for {machine_type!r} at {d.uri}") from e

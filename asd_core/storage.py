@@ -11,12 +11,16 @@ instance role); nothing here reads, stores or logs a secret.
 
 from __future__ import annotations
 
+import logging
 import os
 import posixpath
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import fsspec
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -78,6 +82,28 @@ def pyarrow_filesystem(loc: Location):
 
 def read_bytes(loc: Location, path: str) -> bytes:
     return loc.fs.cat_file(path)
+
+
+def read_many(loc: Location, paths: Sequence[str], chunk: int = 32) -> Iterator[tuple[str, bytes | Exception]]:
+    """Yield ``(path, bytes | Exception)`` for every path, in order, fetched ``chunk``
+    at a time (concurrent requests on object stores). A file that cannot be read
+    gives its exception instead of bytes; nothing raises for one bad file."""
+    for start in range(0, len(paths), chunk):
+        part = list(paths[start : start + chunk])
+        try:
+            got = loc.fs.cat(part, on_error="return")
+        except Exception as e:  # the whole request failed: retry one by one
+            log.debug("batch read failed (%s); reading one by one", e)
+            got = {}
+            for p in part:
+                try:
+                    got[p] = loc.fs.cat_file(p)
+                except Exception as e1:  # noqa: BLE001 - reported per file
+                    got[p] = e1
+        if not isinstance(got, dict):  # a single path gives bytes
+            got = {part[0]: got}
+        for p in part:
+            yield p, got.get(p, FileNotFoundError(p))
 
 
 def write_bytes(loc: Location, path: str, data: bytes) -> None:

@@ -25,7 +25,7 @@ from .audio import AudioDecodeError, decode
 from .config import ASDConfig
 from .detector import ListedClip, cap_tiles, clip_domain, domain_repeats, threshold_clip_indices
 from .features import Normalizer, clip_tiles
-from .storage import Location
+from .storage import Location, read_many
 
 log = logging.getLogger(__name__)
 
@@ -89,27 +89,6 @@ def fit_normalizer(tiles: Sequence[torch.Tensor], min_std: float = 1e-3) -> Norm
     return Normalizer(mean.numpy().astype(np.float32), std.numpy().astype(np.float32))
 
 
-def read_clips(loc: Location, paths: Sequence[str], chunk: int = 32):
-    """Yield ``(path, bytes | Exception)`` for ``paths``, fetched ``chunk`` at a time
-    (concurrent requests on object stores)."""
-    for start in range(0, len(paths), chunk):
-        part = list(paths[start : start + chunk])
-        try:
-            got = loc.fs.cat(part, on_error="return")
-        except Exception as e:  # the whole request failed: retry one by one
-            log.debug("batch read failed (%s); reading one by one", e)
-            got = {}
-            for p in part:
-                try:
-                    got[p] = loc.fs.cat_file(p)
-                except Exception as e1:  # noqa: BLE001 - reported per clip
-                    got[p] = e1
-        if not isinstance(got, dict):  # a single path gives bytes
-            got = {part[0]: got}
-        for p in part:
-            yield p, got.get(p, FileNotFoundError(p))
-
-
 def prepare_type(
     loc: Location,
     machine_type: str,
@@ -127,7 +106,7 @@ def prepare_type(
     raw: list[torch.Tensor] = []  # per clip [N_c, n_mels, tile_frames] float32 dB
     score: list[torch.Tensor] = []
     domains: list[str | None] = []
-    for path, data in read_clips(loc, paths):
+    for path, data in read_many(loc, paths):
         if isinstance(data, BaseException):
             skip.append((path, f"unreadable: {type(data).__name__}: {data}"))
             continue

@@ -61,10 +61,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from asd_core import results
-from asd_core.artifact import META, list_artifacts
+from asd_core.artifact import list_artifacts, read_meta
 from asd_core.detector import ListedClip, list_archive
 from asd_core.results import STATUS_ERROR, STATUS_OK
-from asd_core.storage import Location, open_location, pyarrow_filesystem, read_bytes, write_bytes
+from asd_core.storage import Location, open_location, pyarrow_filesystem, read_bytes, read_many, write_bytes
 
 log = logging.getLogger("jobs.score")
 
@@ -104,7 +104,7 @@ def model_index(models: Location, machine_types: list[str] | None = None) -> dic
     out = {}
     for mt in list_artifacts(models):
         if machine_types is None or mt in machine_types:
-            out[mt] = json.loads(read_bytes(models, f"{models.path}/{mt}/{META}"))
+            out[mt] = read_meta(models, mt)
     return out
 
 
@@ -163,25 +163,9 @@ def fetch_decode(batch: pa.Table, *, data_uri: str, endpoint_url: str | None, mo
 
     rows = batch.to_pylist()
     todo = [r for r in rows if r.get("status") is None]
-    blobs: dict[str, Any] = {}
-    if todo:
-        fs = _location(data_uri, endpoint_url).fs
-        paths = [_fs_path(r["path"]) for r in todo]
-        try:
-            got = fs.cat(paths, on_error="return")
-            blobs = got if isinstance(got, dict) else {paths[0]: got}
-        except Exception as e:  # the batch call itself failed: fall back to one by one
-            for p in paths:
-                try:
-                    blobs[p] = fs.cat_file(p)
-                except Exception as e1:  # becomes this clip's error row
-                    blobs[p] = e1
-            log.debug("batch fetch failed (%s), fetched one by one", e)
-    for r in todo:
-        p = _fs_path(r["path"])
-        data = blobs.pop(p, None)
-        if data is None:
-            data = FileNotFoundError(p)
+    paths = [_fs_path(r["path"]) for r in todo]
+    fetched = read_many(_location(data_uri, endpoint_url), paths, chunk=max(1, len(paths)))
+    for r, (_, data) in zip(todo, fetched, strict=True):
         if isinstance(data, BaseException):
             r.update(status=STATUS_ERROR, error_reason="read_failed", error=f"{type(data).__name__}: {data}")
             continue
