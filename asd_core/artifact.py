@@ -7,7 +7,8 @@
         artifact.json     model kind, model id, resolved config, normalisation
                           stats, decision threshold, training summary
 
-``model_id`` is ``<kind>-<first 12 hex of the weights' sha256>``: it names the model
+``weights.pt`` holds every tensor of the model's state (a kind's weights, neighbour
+bank, covariances). ``model_id`` is ``<kind>-<first 12 hex of the weights' sha256>``: it names the model
 kind and changes whenever the weights do, so score rows say exactly which model
 produced them.
 """
@@ -22,13 +23,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-from torch import nn
 
 from . import __version__
 from .config import ASDConfig
-from .features import Normalizer
+from .kinds import Fitted
 from .storage import Location, open_location, read_bytes, write_bytes
-from .unet import build_model
 
 WEIGHTS = "weights.pt"
 META = "artifact.json"
@@ -40,10 +39,14 @@ class ArtifactError(RuntimeError):
 
 @dataclass
 class Artifact:
+    """One machine type's trained model of any kind: tensors (``state``: weights,
+    neighbour banks, covariances), JSON ``extras`` (e.g. the U-Net's normaliser),
+    the resolved config and the decision threshold."""
+
     machine_type: str
     config: ASDConfig
-    model: nn.Module
-    normalizer: Normalizer
+    state: dict[str, torch.Tensor]
+    extras: dict[str, Any]
     threshold: float
     model_id: str = ""
     summary: dict[str, Any] = field(default_factory=dict)
@@ -53,20 +56,17 @@ class Artifact:
         return self.config.model.kind
 
 
-def weights_bytes(model: nn.Module) -> bytes:
+def state_bytes(state: dict[str, torch.Tensor]) -> bytes:
     buf = io.BytesIO()
-    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-    torch.save(state, buf)
+    torch.save({k: v.detach().cpu().contiguous() for k, v in state.items()}, buf)
     return buf.getvalue()
 
 
 def save_artifact(
     loc: Location | str,
     machine_type: str,
-    model: nn.Module,
+    fitted: Fitted,
     config: ASDConfig,
-    normalizer: Normalizer,
-    threshold: float,
     summary: dict[str, Any] | None = None,
 ) -> str:
     """Write ``<loc>/<machine_type>/``; returns the model id.
@@ -76,20 +76,22 @@ def save_artifact(
     """
     if isinstance(loc, str):
         loc = open_location(loc)
-    blob = weights_bytes(model)
+    blob = state_bytes(fitted.state)
     model_id = f"{config.model.kind}-{hashlib.sha256(blob).hexdigest()[:12]}"
     meta = {
-        "format": 1,
+        "format": 2,
         "machine_type": machine_type,
         "model_kind": config.model.kind,
         "model_id": model_id,
         "asd_core_version": __version__,
         "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "config": config.to_dict(),
-        "normalizer": normalizer.to_dict(),
-        "threshold": float(threshold),
+        "extras": fitted.extras,
+        "threshold": float(fitted.threshold),
         "summary": summary or {},
     }
+    if "normalizer" in fitted.extras:  # format 1 readers found it here
+        meta["normalizer"] = fitted.extras["normalizer"]
     d = loc.join(machine_type)
     write_bytes(loc, f"{d.path}/{WEIGHTS}", blob)
     write_bytes(loc, f"{d.path}/{META}", json.dumps(meta, indent=2).encode())
@@ -121,9 +123,9 @@ def load_artifact(
     machine_type: str,
     *,
     expect_config: ASDConfig | None = None,
-    device: str | torch.device = "cpu",
 ) -> Artifact:
-    """Load ``<loc>/<machine_type>/`` as a ready model in eval mode on ``device``.
+    """Load ``<loc>/<machine_type>/`` (weights as tensors; :class:`asd_core.detector.Scorer`
+    turns them into a ready model of the artifact's kind).
 
     With ``expect_config``, refuses an artifact whose feature or mask config
     differs from the caller's: its scores would not mean what the caller thinks.
@@ -138,7 +140,7 @@ def load_artifact(
         raise ArtifactError(f"no model artifact for {machine_type!r} at {d.uri}") from e
     except (OSError, ValueError) as e:
         raise ArtifactError(f"unreadable model artifact at {d.uri}: {e}") from e
-    config = ASDConfig.from_dict(meta["config"])
+    config = config_of(meta)
     if expect_config is not None:
         for stage in ("features", "masks"):
             have, want = getattr(config, stage), getattr(expect_config, stage)
@@ -147,16 +149,28 @@ def load_artifact(
                     f"artifact {d.uri} was trained with {stage} {have}, caller expects {want}; retrain or "
                     "use the matching config"
                 )
-    model = build_model(config.model)
     state = torch.load(io.BytesIO(blob), map_location="cpu", weights_only=True)
-    model.load_state_dict(state)
-    model.to(device).eval()
+    if meta.get("format", 1) == 1:  # format 1: a bare U-Net state dict
+        state = {f"model.{k}": v for k, v in state.items()}
     return Artifact(
         machine_type=machine_type,
         config=config,
-        model=model,
-        normalizer=Normalizer.from_dict(meta["normalizer"]),
+        state=state,
+        extras=extras_of(meta),
         threshold=float(meta["threshold"]),
         model_id=meta["model_id"],
         summary=meta.get("summary", {}),
     )
+
+
+def config_of(meta: dict[str, Any]) -> ASDConfig:
+    """The resolved config an artifact's metadata records."""
+    return ASDConfig.from_dict(meta["config"])
+
+
+def extras_of(meta: dict[str, Any]) -> dict[str, Any]:
+    """The JSON state a kind's featuriser needs (format 1 kept only the normaliser)."""
+    extras = dict(meta.get("extras") or {})
+    if "normalizer" in meta and "normalizer" not in extras:
+        extras["normalizer"] = meta["normalizer"]
+    return extras

@@ -7,7 +7,6 @@ The Ray jobs call exactly these functions inside their workers and actors.
 from __future__ import annotations
 
 import math
-import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
@@ -18,13 +17,8 @@ from .artifact import Artifact, load_artifact
 from .audio import decode
 from .config import ASDConfig
 from .dcase import AUDIO_SUFFIXES, ClipName, ClipNameError, parse_path
-from .features import Normalizer, clip_tiles
-from .masks import RandomMaskSource
-from .metrics import gamma_threshold
-from .scoring import score_clips
+from .kinds import Fitted, fit_kind, get_kind
 from .storage import Location
-from .training import fit
-from .unet import build_model
 
 
 # ---------------------------------------------------------------- archive listing
@@ -73,31 +67,6 @@ def machine_types(loc: Location) -> list[str]:
 
 
 # ---------------------------------------------------------------- training
-@dataclass
-class TrainedType:
-    model: torch.nn.Module
-    normalizer: Normalizer
-    threshold: float
-    summary: dict = field(default_factory=dict)
-
-
-def training_tiles(
-    wavs: Sequence[np.ndarray], cfg: ASDConfig, domains: Sequence[str | None] | None = None
-) -> tuple[torch.Tensor, list[torch.Tensor]]:
-    """Raw (un-normalised) training tiles ``[N, n_mels, tile_frames]`` of all clips, with
-    target-domain clips repeated per ``train.target_share``, and each clip's scoring
-    tiles (for the threshold)."""
-    repeats = domain_repeats(domains or [None] * len(wavs), cfg.train.target_share)
-    train, score = [], []
-    for wav, r in zip(wavs, repeats, strict=True):
-        t = clip_tiles(wav, cfg.features, train=True)
-        train.extend([t] * r)
-        score.append(clip_tiles(wav, cfg.features, train=False))
-    if not train or sum(t.shape[0] for t in train) == 0:
-        raise ValueError("no training tiles: no clip is long enough for one tile")
-    return torch.cat(train), score
-
-
 def clip_domain(path: str) -> str | None:
     """The domain a DCASE path names, or None (evaluation or non-DCASE names)."""
     try:
@@ -133,20 +102,21 @@ def threshold_clip_indices(n_clips: int, cfg: ASDConfig) -> list[int]:
     return list(range(n_clips))
 
 
-def threshold_from_training(
-    model: torch.nn.Module, normalizer: Normalizer, score_tiles_raw: Sequence[torch.Tensor], cfg: ASDConfig
-) -> tuple[float, np.ndarray]:
-    """Score (up to ``threshold_max_clips``) training clips and fit the gamma threshold."""
-    clips = [score_tiles_raw[i] for i in threshold_clip_indices(len(score_tiles_raw), cfg)]
-    masks = RandomMaskSource(cfg.score.n_masks, cfg.masks, cfg.score.mask_seed).masks(
-        cfg.features.n_mels, cfg.features.tile_frames
-    )
-    model.eval()
-    scores = score_clips(
-        model, [normalizer(t) for t in clips], masks, forward_batch=cfg.score.forward_batch, fill=cfg.masks.fill
-    )
-    scores = scores[np.isfinite(scores)]
-    return gamma_threshold(scores, cfg.score.threshold_quantile), scores
+@dataclass
+class TrainedType:
+    """One machine type's model, trained in this process."""
+
+    fitted: Fitted
+    config: ASDConfig
+    summary: dict = field(default_factory=dict)
+
+    @property
+    def threshold(self) -> float:
+        return self.fitted.threshold
+
+    def artifact(self, machine_type: str, model_id: str = "local") -> Artifact:
+        return Artifact(machine_type, self.config, self.fitted.state, self.fitted.extras, self.fitted.threshold,
+                        model_id, self.summary)
 
 
 def train_type(
@@ -157,60 +127,39 @@ def train_type(
     device: str | torch.device = "cpu",
     on_epoch: Callable[[int, float], None] | None = None,
 ) -> TrainedType:
-    """Train one machine type's model on its normal training clips (single process).
-
-    ``domains`` (``"source"``/``"target"``/None per clip) enables domain balancing.
-    """
-    t0 = time.perf_counter()
-    raw, score_raw = training_tiles(wavs, cfg, domains)
-    normalizer = Normalizer.fit(raw)
-    tiles = cap_tiles(normalizer(raw), cfg.train.max_train_tiles, cfg.train.seed)
-    torch.manual_seed(cfg.train.seed)
-    model = build_model(cfg.model)
-    result = fit(model, tiles, cfg.train, cfg.masks, device=device, on_epoch=on_epoch)
-    threshold, train_scores = threshold_from_training(model, normalizer, score_raw, cfg)
-    summary = {
-        "n_clips": len(wavs),
-        "n_tiles": int(tiles.shape[0]),
-        "losses": result.losses,
-        "train_seconds": result.seconds,
-        "total_seconds": time.perf_counter() - t0,
-        "train_score_mean": float(np.mean(train_scores)),
-        "train_score_std": float(np.std(train_scores)),
-    }
-    return TrainedType(model.cpu().eval(), normalizer, threshold, summary)
+    """Train one machine type's model of kind ``cfg.model.kind`` on its normal training
+    clips (single process). ``domains`` (``"source"``/``"target"``/None per clip)
+    enables domain balancing and per-domain statistics."""
+    fitted, summary = fit_kind(wavs, cfg, domains=domains, device=device, on_epoch=on_epoch)
+    return TrainedType(fitted, cfg, summary)
 
 
 # ---------------------------------------------------------------- scoring
 @dataclass
 class ClipScore:
     score: float
-    n_tiles: int
+    n_tiles: int  # feature rows the score came from (tiles, frame vectors, segments)
     decision: int
     threshold: float
     model_id: str
+    model_kind: str = ""
 
 
 class Scorer:
-    """Holds one artifact per machine type and scores decoded clips.
+    """Holds one artifact per machine type and scores decoded clips with its kind.
 
-    ``loader(machine_type) -> Artifact`` is injected so the class can be built
-    without storage or Ray in tests; :meth:`from_location` loads from a models URI.
-    Masks are made once per scorer (fixed seed), so scores are deterministic.
+    Artifacts are passed in (tests build them in memory); :meth:`from_location` loads
+    them from a models URI. Scoring masks are made once per scorer (fixed seed), so
+    scores are deterministic and do not depend on batch-mates.
     """
 
     def __init__(self, artifacts: dict[str, Artifact], device: str | torch.device = "cpu", n_masks: int | None = None):
-        if not artifacts:
-            raise ValueError("a Scorer needs at least one model artifact")
         self.device = torch.device(device)
         self.artifacts = artifacts
-        self._masks: dict[str, torch.Tensor] = {}
-        for mt, art in artifacts.items():
-            art.model.to(self.device).eval()
-            sc = art.config.score
-            k = n_masks or sc.n_masks
-            src = RandomMaskSource(k, art.config.masks, sc.mask_seed)
-            self._masks[mt] = src.masks(art.config.features.n_mels, art.config.features.tile_frames, self.device)
+        self.detectors = {
+            mt: get_kind(art.kind).load(art.state, art.extras, art.config, self.device, n_masks)
+            for mt, art in artifacts.items()
+        }
 
     @classmethod
     def from_location(
@@ -222,40 +171,34 @@ class Scorer:
         n_masks: int | None = None,
         expect_config: ASDConfig | None = None,
     ) -> Scorer:
-        arts = {mt: load_artifact(loc, mt, expect_config=expect_config, device=device) for mt in machine_types}
+        arts = {mt: load_artifact(loc, mt, expect_config=expect_config) for mt in machine_types}
         return cls(arts, device=device, n_masks=n_masks)
-
-    def masks(self, machine_type: str) -> torch.Tensor:
-        """The K scoring masks ``[K, n_mels, tile_frames]`` (bool) of a machine type."""
-        return self._masks[machine_type]
 
     def has_model(self, machine_type: str) -> bool:
         return machine_type in self.artifacts
 
-    def tiles(self, machine_type: str, wav: np.ndarray) -> torch.Tensor:
-        """Normalised scoring tiles ``[N, n_mels, tile_frames]`` of one decoded clip."""
+    def item_shape(self, machine_type: str) -> tuple[int, ...]:
         art = self.artifacts[machine_type]
-        raw = clip_tiles(wav, art.config.features, train=False, device=self.device)
-        return art.normalizer(raw)
+        return get_kind(art.kind).item_shape(art.config)
 
-    def score_tiles(self, machine_type: str, clips: Sequence[torch.Tensor]) -> list[ClipScore]:
-        """Score several clips' tiles of one machine type in shared forward batches."""
+    def features(self, machine_type: str, wav: np.ndarray) -> torch.Tensor:
+        """A decoded clip's feature rows ``[n, *item_shape]`` for its type's model."""
         art = self.artifacts[machine_type]
-        scores = score_clips(
-            art.model,
-            clips,
-            self._masks[machine_type],
-            forward_batch=art.config.score.forward_batch,
-            fill=art.config.masks.fill,
-        )
+        return get_kind(art.kind).featurize(wav, art.config, art.extras)
+
+    def score_features(self, machine_type: str, clips: Sequence[torch.Tensor]) -> list[ClipScore]:
+        """Score several clips' feature rows of one machine type together."""
+        art = self.artifacts[machine_type]
+        scores = self.detectors[machine_type].score(list(clips))
         return [
-            ClipScore(float(s), int(t.shape[0]), int(s > art.threshold), art.threshold, art.model_id)
+            ClipScore(float(s), int(t.shape[0]), int(s > art.threshold), art.threshold, art.model_id, art.kind)
             for s, t in zip(scores, clips, strict=True)
         ]
 
     def score_wav(self, machine_type: str, wav: np.ndarray) -> ClipScore:
-        return self.score_tiles(machine_type, [self.tiles(machine_type, wav)])[0]
+        return self.score_features(machine_type, [self.features(machine_type, wav)])[0]
 
     def score_bytes(self, machine_type: str, data: bytes) -> ClipScore:
-        cfg = self.artifacts[machine_type].config.features
+        art = self.artifacts[machine_type]
+        cfg = art.config.features
         return self.score_wav(machine_type, decode(data, cfg.sample_rate, cfg.min_seconds))

@@ -40,6 +40,7 @@ class SectionMetrics:
     f1_source: float
     f1_target: float
     n_clips: int
+    model_kind: str = ""  # the model kind whose scores these are
 
     def to_dict(self) -> dict:
         return asdict(self)

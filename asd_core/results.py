@@ -19,6 +19,7 @@ and section.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import posixpath
 import re
@@ -41,11 +42,12 @@ SCORE_SCHEMA = pa.schema(
         pa.field("domain", pa.string()),  # "source" / "target" / null (unlabelled names)
         pa.field("label", pa.string()),  # "normal" / "anomaly" / null
         pa.field("split", pa.string()),  # "train" / "test"
-        pa.field("anomaly_score", pa.float64()),  # mean masked reconstruction error
+        pa.field("anomaly_score", pa.float64()),  # the model kind's score (U-Net: score.rule)
         pa.field("decision", pa.int8()),  # 1 = anomalous (score > threshold)
         pa.field("threshold", pa.float64()),  # the model's decision threshold
         pa.field("model_id", pa.string()),  # "<kind>-<sha12>"; "" when the type has no model
-        pa.field("n_tiles", pa.int32()),  # 64x64 tiles scored
+        pa.field("model_kind", pa.string()),  # "unet" / "baseline-ae" / "knn"; "" without a model
+        pa.field("n_tiles", pa.int32()),  # feature rows scored (U-Net: 64x64 tiles)
         pa.field("duration_s", pa.float64()),  # decoded length, seconds
         pa.field("size", pa.int64()),  # object size in bytes (incremental key with path, model_id)
         pa.field("status", pa.string()),  # "ok" / "error"
@@ -214,18 +216,21 @@ def compute_metrics(df: pd.DataFrame) -> tuple[list[SectionMetrics], float]:
     in the AUCs as anomalies, never as a domain's normals.
     """
     ev = evaluable(df)
+    if "model_kind" in ev.columns:
+        ev = ev.assign(model_kind=ev["model_kind"].fillna("").replace("", "unet"))
+    else:
+        ev = ev.assign(model_kind="unet")  # rows written before model kinds existed
     sections: list[SectionMetrics] = []
-    for (mt, sec), g in ev.groupby(["machine_type", "section"], sort=True):
-        sections.append(
-            section_metrics(
-                str(mt),
-                str(sec),
-                (g["label"] == "anomaly").astype(int).to_numpy(),
-                g["anomaly_score"].to_numpy(dtype=float),
-                g["domain"].fillna("").to_numpy(),
-                g["decision"].fillna(0).astype(int).to_numpy(),
-            )
+    for (mt, sec, kind), g in ev.groupby(["machine_type", "section", "model_kind"], sort=True):
+        m = section_metrics(
+            str(mt),
+            str(sec),
+            (g["label"] == "anomaly").astype(int).to_numpy(),
+            g["anomaly_score"].to_numpy(dtype=float),
+            g["domain"].fillna("").to_numpy(),
+            g["decision"].fillna(0).astype(int).to_numpy(),
         )
+        sections.append(dataclasses.replace(m, model_kind=str(kind)))
     return sections, official_score(sections)
 
 
@@ -251,6 +256,7 @@ def metrics_table(sections: Sequence[SectionMetrics], run_id: str = "", official
         + [pa.field(c, pa.float64()) for c in METRIC_COLUMNS]
         + [
             pa.field("n_clips", pa.int64()),
+            pa.field("model_kind", pa.string()),
             pa.field("run_id", pa.string()),
             pa.field("official_score", pa.float64()),
         ]
@@ -260,7 +266,38 @@ def metrics_table(sections: Sequence[SectionMetrics], run_id: str = "", official
 
 def sections_from_table(table: pa.Table) -> list[SectionMetrics]:
     keep = {f for f in SectionMetrics.__dataclass_fields__}
-    return [SectionMetrics(**{k: v for k, v in r.items() if k in keep}) for r in table.to_pylist()]
+    return [
+        SectionMetrics(**{k: (v if v is not None or k != "model_kind" else "unet") for k, v in r.items() if k in keep})
+        for r in table.to_pylist()
+    ]
+
+
+def side_by_side(sections: Sequence[SectionMetrics], kinds: Sequence[str] | None = None) -> str:
+    """The technical report's Table 4 layout across model kinds: one line per machine
+    type and section, AUC(source), AUC(target) and pAUC (in %) of every kind side by
+    side, each kind's official score underneath."""
+    kinds = list(kinds or dict.fromkeys(m.model_kind or "unet" for m in sections))
+    by = {(m.machine_type, m.section, m.model_kind or "unet"): m for m in sections}
+    keys = sorted({(m.machine_type, m.section) for m in sections})
+    head = ["Machine", "Section"] + [f"{k} {c}" for k in kinds for c in ("AUC(s)", "AUC(t)", "pAUC")]
+    body = []
+    for mt, sec in keys:
+        row = [mt, sec]
+        for k in kinds:
+            m = by.get((mt, sec, k))
+            row += [_pct(getattr(m, c)) if m else "-" for c in METRIC_COLUMNS[:3]]
+        body.append(row)
+    offs = ["official score", ""]
+    for k in kinds:
+        off = official_score([m for m in sections if (m.model_kind or "unet") == k])
+        offs += [_pct(off), "", ""]
+    body.append(offs)
+    widths = [max(len(r[i]) for r in [head, *body]) for i in range(len(head))]
+
+    def line(r: list[str]) -> str:
+        return " | ".join(c.ljust(w) if i < 2 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths, strict=True)))
+
+    return "\n".join([line(head), "-+-".join("-" * w for w in widths), *[line(r) for r in body]])
 
 
 def _pct(x: float) -> str:
@@ -285,7 +322,13 @@ def format_table(sections: Sequence[SectionMetrics], official: float | None = No
         "F1(target)",
         "clips",
     ]
-    body = [[m.machine_type, m.section] + [_pct(getattr(m, c)) for c in METRIC_COLUMNS] + [str(m.n_clips)] for m in sections]
+    several = len({m.model_kind for m in sections}) > 1
+    body = [
+        [f"{m.machine_type} ({m.model_kind})" if several else m.machine_type, m.section]
+        + [_pct(getattr(m, c)) for c in METRIC_COLUMNS]
+        + [str(m.n_clips)]
+        for m in sections
+    ]
     if sections:
         hm = []
         for c in METRIC_COLUMNS[:3]:
@@ -347,16 +390,20 @@ def _png(fig) -> bytes:
 
 
 def plot_roc(df: pd.DataFrame, machine_type: str) -> bytes:
-    """PNG of the ROC curves of one machine type: per section, AUC(source) and
-    AUC(target) selections (the domain's normals + all anomalies)."""
+    """PNG of the ROC curves of one machine type: per model kind and section, the
+    AUC(source) and AUC(target) selections (the domain's normals + all anomalies),
+    each labelled with its AUC; the dashed line marks pAUC's max FPR (0.1)."""
     from matplotlib.figure import Figure
-    from sklearn.metrics import roc_curve
+    from sklearn.metrics import roc_auc_score, roc_curve
 
     ev = evaluable(df)
     ev = ev[ev["machine_type"] == machine_type]
-    fig = Figure(figsize=(5, 5))
+    kinds = ev["model_kind"].fillna("").replace("", "unet") if "model_kind" in ev.columns else "unet"
+    ev = ev.assign(model_kind=kinds)
+    fig = Figure(figsize=(5.5, 5))
     ax = fig.add_subplot()
-    for sec, g in ev.groupby("section", sort=True):
+    styles = {"source": "-", "target": "--"}
+    for i, ((kind, sec), g) in enumerate(ev.groupby(["model_kind", "section"], sort=True)):
         y = (g["label"] == "anomaly").astype(int).to_numpy()
         s = g["anomaly_score"].to_numpy(dtype=float)
         dom = g["domain"].fillna("").to_numpy()
@@ -365,12 +412,12 @@ def plot_roc(df: pd.DataFrame, machine_type: str) -> bytes:
             if len(np.unique(y[sel])) < 2:
                 continue
             fpr, tpr, _ = roc_curve(y[sel], s[sel])
-            ax.plot(fpr, tpr, linewidth=2, label=f"section {sec} {d}")
+            auc = roc_auc_score(y[sel], s[sel])
+            ax.plot(fpr, tpr, styles[d], color=f"C{i}", linewidth=1.8, label=f"{kind} s{sec} {d} (AUC {auc:.2f})")
     ax.plot([0, 1], [0, 1], color="grey", linestyle=":", linewidth=1)
-    ax.axvline(0.1, color="grey", linestyle="--", linewidth=0.8)  # pAUC's max FPR
+    ax.axvline(0.1, color="grey", linestyle="--", linewidth=0.8, label="pAUC max FPR 0.1")
     ax.set(xlabel="false positive rate", ylabel="true positive rate", title=f"ROC: {machine_type}", xlim=(-0.01, 1.01), ylim=(-0.01, 1.01))
-    if ax.get_legend_handles_labels()[0]:
-        ax.legend(loc="lower right", fontsize=8)
+    ax.legend(loc="lower right", fontsize=7)
     return _png(fig)
 
 

@@ -9,6 +9,11 @@ For one normalised tile ``x [H, W]`` and masks ``m_1..m_K``::
 Every (tile, mask) pair is one row of a forward batch, so one pass carries many
 pairs. The K masks are the same for every tile and the model is in eval mode, so a
 clip's score does not depend on which clips share its batch.
+
+Besides the report's number, :func:`score_tiles` can return each tile's *error map*
+``[H, W]``: per pixel, the squared error averaged over the masks that hid it. Scoring
+rules that compare a clip's errors with the training clips' errors (per mel band)
+start from it (:mod:`asd_core.unet_rules`).
 """
 
 from __future__ import annotations
@@ -20,33 +25,54 @@ import torch
 from torch import nn
 
 from .masks import apply_mask
+from .runtime import autocast, prepare_input
 
 
 @torch.inference_mode()
 def score_tiles(
-    model: nn.Module, tiles: torch.Tensor, masks: torch.Tensor, *, forward_batch: int = 256, fill: float = 0.0
-) -> torch.Tensor:
+    model: nn.Module,
+    tiles: torch.Tensor,
+    masks: torch.Tensor,
+    *,
+    forward_batch: int = 256,
+    fill: float = 0.0,
+    precision: str = "fp32",
+    channels_last: bool = False,
+    error_maps: bool = False,
+) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
     """Per-tile scores ``[N]`` for normalised tiles ``[N, H, W]`` and masks ``[K, H, W]``.
 
-    Runs on the device of ``model``; pairs are processed ``forward_batch`` at a time.
+    Runs on the device of ``model`` (``precision``: ``fp32`` or ``bf16`` autocast;
+    the error itself is always computed in fp32); pairs are processed
+    ``forward_batch`` at a time. With ``error_maps`` also returns ``[N, H, W]``
+    float32 maps (pixels no mask hid are 0).
     """
     device = next(model.parameters()).device
-    tiles = tiles.to(device)
+    tiles = tiles.to(device, torch.float32)
     masks = masks.to(device)
     n, k = tiles.shape[0], masks.shape[0]
     sums = torch.zeros(n, dtype=torch.float64, device=device)
+    maps = torch.zeros(tiles.shape, dtype=torch.float32, device=device) if error_maps else None
     if n == 0:
-        return sums.cpu()
+        return (sums.cpu(), maps.cpu()) if error_maps else sums.cpu()
     masked_px = masks.flatten(1).sum(1).to(torch.float32)  # [K]
     total = n * k
     for start in range(0, total, forward_batch):
         pair = torch.arange(start, min(start + forward_batch, total), device=device)
         ti, mi = pair // k, pair % k
         x, m = tiles[ti], masks[mi]
-        recon = model(apply_mask(x, m, fill)[:, None])[:, 0]
-        err = ((recon - x) ** 2 * m).flatten(1).sum(1) / masked_px[mi]
-        sums.index_add_(0, ti, err.to(torch.float64))
-    return (sums / k).cpu()
+        inp = prepare_input(apply_mask(x, m, fill)[:, None], channels_last)
+        with autocast(device, precision):
+            recon = model(inp)
+        sq = (recon[:, 0].float() - x) ** 2 * m  # [B, H, W]
+        sums.index_add_(0, ti, (sq.flatten(1).sum(1) / masked_px[mi]).to(torch.float64))
+        if maps is not None:
+            maps.index_add_(0, ti, sq)
+    scores = (sums / k).cpu()
+    if maps is None:
+        return scores
+    hidden = masks.sum(0).to(torch.float32).clamp_min(1.0)  # [H, W]: masks hiding each pixel
+    return scores, (maps / hidden).cpu()
 
 
 def score_clips(
@@ -56,6 +82,8 @@ def score_clips(
     *,
     forward_batch: int = 256,
     fill: float = 0.0,
+    precision: str = "fp32",
+    channels_last: bool = False,
 ) -> np.ndarray:
     """Clip scores ``[C]`` for a list of per-clip normalised tiles ``[N_c, H, W]``.
 
@@ -65,11 +93,24 @@ def score_clips(
     counts = [int(t.shape[0]) for t in clip_tiles]
     if not counts:
         return np.zeros(0)
-    per_tile = score_tiles(model, torch.cat(list(clip_tiles)), masks, forward_batch=forward_batch, fill=fill)
-    out = np.full(len(counts), np.nan)
+    per_tile = score_tiles(
+        model,
+        torch.cat(list(clip_tiles)),
+        masks,
+        forward_batch=forward_batch,
+        fill=fill,
+        precision=precision,
+        channels_last=channels_last,
+    )
+    return per_clip_mean(per_tile.numpy(), counts)
+
+
+def per_clip_mean(per_tile: np.ndarray, counts: Sequence[int]) -> np.ndarray:
+    """Average rows of ``per_tile [sum(counts), ...]`` back per clip (NaN for empty clips)."""
+    out = np.full((len(counts), *per_tile.shape[1:]), np.nan)
     offset = 0
     for i, c in enumerate(counts):
         if c:
-            out[i] = float(per_tile[offset : offset + c].mean())
+            out[i] = per_tile[offset : offset + c].mean(axis=0)
         offset += c
     return out

@@ -17,6 +17,7 @@ from torch import nn
 
 from .config import MaskConfig, TrainConfig
 from .masks import apply_mask, random_masks
+from .runtime import autocast, prepare_input
 
 
 def reconstruction_loss(recon: torch.Tensor, target: torch.Tensor, mask: torch.Tensor, mode: str) -> torch.Tensor:
@@ -50,6 +51,8 @@ def train_epoch(
     device: str | torch.device = "cpu",
     rank: int = 0,
     world_size: int = 1,
+    precision: str = "fp32",
+    channels_last: bool = False,
 ) -> float:
     """One pass over normalised tiles ``[N, H, W]``; returns this rank's mean loss.
 
@@ -77,8 +80,9 @@ def train_epoch(
             weight = 1.0
         x = tiles[idx[lo:hi]].to(device)
         m = masks[lo:hi].to(device)
-        recon = model(apply_mask(x, m, mask_cfg.fill)[:, None])[:, 0]
-        loss = reconstruction_loss(recon, x, m, train_cfg.loss_mode) * weight
+        with autocast(device, precision):
+            recon = model(prepare_input(apply_mask(x, m, mask_cfg.fill)[:, None], channels_last))[:, 0]
+        loss = reconstruction_loss(recon.float(), x, m, train_cfg.loss_mode) * weight
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()

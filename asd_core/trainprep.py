@@ -1,15 +1,15 @@
 """Training data of one machine type, prepared once before any epoch runs.
 
 Reads the type's training clips (any fsspec location, concurrently in chunks),
-decodes them, cuts log-mel tiles, fits the per-band normaliser and returns the
-normalised training tiles as one compact float16 array, ready to be shared with
-every training worker. Clips that cannot be read or decoded are skipped and
-listed; only a type with no usable clip at all is an error.
+decodes them one at a time into the model kind's feature rows (for the U-Net:
+log-mel tiles, then the per-band normaliser and the normalised training tiles as one
+compact float16 array, ready to be shared with every training worker). Clips that
+cannot be read or decoded are skipped and listed; only a type with no usable clip at
+all is an error.
 
-Memory: a 10-s clip gives 18 training tiles (hop 32 frames) of 64x64; 1,000 clips
-are 18,000 tiles = 147 MB as float16 (fp32 only transiently, one clip at a time
-after the normaliser is fitted). Scoring tiles are kept only for the clips the
-threshold will be fitted on (``score.threshold_max_clips``).
+Memory (U-Net): a 10-s clip gives 18 training tiles (hop 32 frames) of 64x64; 1,000
+clips are 18,000 tiles = 147 MB as float16, plus 9 scoring tiles per clip (147 MB as
+float32) for the threshold and the neighbour bank of the ``knn_*`` scoring rules.
 """
 
 from __future__ import annotations
@@ -23,8 +23,9 @@ import torch
 
 from .audio import AudioDecodeError, decode
 from .config import ASDConfig
-from .detector import ListedClip, cap_tiles, clip_domain, domain_repeats, threshold_clip_indices
-from .features import Normalizer, clip_tiles
+from .detector import ListedClip, clip_domain
+from .features import Normalizer
+from .kinds import ClipRows, Prepared, get_kind
 from .storage import Location, read_many
 
 log = logging.getLogger(__name__)
@@ -36,21 +37,27 @@ class NoTrainingData(ValueError):
 
 @dataclass
 class PreparedType:
-    """One machine type's training inputs.
+    """One machine type's training inputs for its model kind.
 
-    ``tiles``: normalised training tiles ``[N, n_mels, tile_frames]`` float16 (capped
-    by ``train.max_train_tiles``); ``score_tiles``: raw (dB) scoring tiles of the
-    clips used for the threshold, one ``[N_c, n_mels, tile_frames]`` float32 tensor
-    per clip; ``skipped``: ``(path, reason)`` of every clip left out.
+    ``prepared.train_data``: what the epochs iterate over (the U-Net's normalised
+    float16 tiles ``[N, n_mels, tile_frames]``, capped by ``train.max_train_tiles``;
+    the autoencoder's frame vectors; the knn bank); ``prepared.score_rows``: per
+    usable clip its scoring rows (threshold, banks, covariances); ``skipped``:
+    ``(path, reason)`` of every clip left out.
     """
 
     machine_type: str
-    tiles: np.ndarray
-    score_tiles: list[torch.Tensor]
-    normalizer: Normalizer
+    prepared: Prepared
     n_clips: int  # usable clips
-    n_tiles_total: int  # training tiles before the cap
     skipped: list[tuple[str, str]] = field(default_factory=list)
+
+    @property
+    def tiles(self) -> np.ndarray:
+        return self.prepared.train_data
+
+    @property
+    def n_tiles_total(self) -> int:
+        return self.prepared.n_rows_total
 
 
 def select_training_clips(listed: Sequence[ListedClip]) -> tuple[list[str], list[tuple[str, str]]]:
@@ -97,14 +104,15 @@ def prepare_type(
     *,
     skipped: Sequence[tuple[str, str]] = (),
 ) -> PreparedType:
-    """Read, decode and tile ``paths`` (a type's training clips) into a :class:`PreparedType`.
+    """Read and decode ``paths`` (a type's training clips) and turn them into the
+    training data of ``cfg.model.kind`` (:class:`PreparedType`).
 
-    Raises :class:`NoTrainingData` when no clip gives a single tile.
+    Raises :class:`NoTrainingData` when no clip gives a single feature row.
     """
     fc = cfg.features
+    kind = get_kind(cfg.model.kind)
     skip = list(skipped)
-    raw: list[torch.Tensor] = []  # per clip [N_c, n_mels, tile_frames] float32 dB
-    score: list[torch.Tensor] = []
+    rows: list[ClipRows] = []
     domains: list[str | None] = []
     for path, data in read_many(loc, paths):
         if isinstance(data, BaseException):
@@ -115,31 +123,16 @@ def prepare_type(
         except AudioDecodeError as e:
             skip.append((path, str(e)))
             continue
-        t = clip_tiles(wav, fc, train=True)
-        if t.shape[0] == 0:
+        r = kind.clip_rows(wav, cfg)
+        if r.train.shape[0] == 0:
             skip.append((path, "too_short: no full training tile"))
             continue
-        raw.append(t)
-        score.append(clip_tiles(wav, fc, train=False))
+        rows.append(r)
         domains.append(clip_domain(path))
     for path, reason in skip:
         log.warning("%s: skipping %s (%s)", machine_type, path, reason)
-    if not raw:
+    if not rows:
         raise NoTrainingData(
             f"{machine_type}: no usable training clip ({len(paths)} listed, {len(skip)} skipped)"
         )
-    # target-domain clips repeated to make up train.target_share of the tiles
-    repeats = domain_repeats(domains, cfg.train.target_share)
-    normalizer = fit_normalizer([t for t, r in zip(raw, repeats, strict=True) for _ in range(r)])
-    n_total = sum(t.shape[0] * r for t, r in zip(raw, repeats, strict=True))
-    out = np.empty((n_total, fc.n_mels, fc.tile_frames), dtype=np.float16)
-    pos = 0
-    for i, (t, r) in enumerate(zip(raw, repeats, strict=True)):
-        z = normalizer(t).numpy().astype(np.float16)
-        for _ in range(r):
-            out[pos : pos + t.shape[0]] = z
-            pos += t.shape[0]
-        raw[i] = t.new_zeros(0)  # release as we go
-    tiles = cap_tiles(torch.from_numpy(out), cfg.train.max_train_tiles, cfg.train.seed).numpy()
-    score = [score[i] for i in threshold_clip_indices(len(score), cfg)]
-    return PreparedType(machine_type, np.ascontiguousarray(tiles), score, normalizer, len(raw), n_total, skip)
+    return PreparedType(machine_type, kind.assemble(rows, domains, cfg), len(rows), skip)

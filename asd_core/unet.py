@@ -76,12 +76,19 @@ class UNet(nn.Module):
             nn.Conv2d(w, 1, 3, padding=1),
         )
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def encode(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """The encoder's feature maps of ``x [B, 1, 64, 64]``: ConvIn ``(w, 64, 64)``,
+        then each DownBlock ``(2w, 32, 32)`` ... ``(8w, 4, 4)``."""
         h = self.conv_in(x)  # (B, w, 64, 64)
-        skips = [h]
+        feats = [h]
         for down in self.downs:
             h = down(h)
-            skips.append(h)
+            feats.append(h)
+        return feats
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        skips = self.encode(x)
+        h = skips[-1]
         # skips: (w,64) (2w,32) (4w,16) (8w,8) and the bottom (8w,4,4) = h
         for up, skip in zip(self.ups, reversed(skips[:4]), strict=True):
             h = up(h, skip)  # (4w,8) (2w,16) (w,32) (w,64)

@@ -17,7 +17,6 @@ import time
 import numpy as np
 from sklearn.metrics import roc_auc_score
 
-from asd_core.artifact import Artifact
 from asd_core.config import parse_overrides, preset
 from asd_core.detector import Scorer, train_type
 from asd_core.metrics import section_metrics
@@ -63,9 +62,9 @@ def main(argv: list[str] | None = None) -> int:
     tt = train_type(w_train, cfg, domains=[q.name.domain for q in train])
     print(f"trained in {time.perf_counter() - t0:.0f} s; losses {[round(x, 3) for x in tt.summary['losses']]}")
     mt = args.machine_type
-    scorer = Scorer({mt: Artifact(mt, cfg, tt.model, tt.normalizer, tt.threshold, "bench")})
-    masks = scorer.masks(mt)
-    per_tile = [score_tiles(tt.model, scorer.tiles(mt, w), masks).numpy() for w in w_test]
+    scorer = Scorer({mt: tt.artifact(mt, "bench")})
+    det = scorer.detectors[mt]
+    per_tile = [score_tiles(det.model, scorer.features(mt, w), det.masks).numpy() for w in w_test]
     y = np.array([q.name.label == "anomaly" for q in test], dtype=int)
     d = np.array([q.name.domain for q in test])
     report("mean", test, y, d, np.array([t.mean() for t in per_tile]))

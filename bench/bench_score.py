@@ -45,8 +45,9 @@ from asd_core.config import preset  # noqa: E402
 from asd_core.dcase import ClipName  # noqa: E402
 from asd_core.detector import Scorer  # noqa: E402
 from asd_core.features import Normalizer, clip_tiles  # noqa: E402
+from asd_core.kinds import Fitted  # noqa: E402
 from asd_core.storage import ensure_bucket, open_location, write_bytes  # noqa: E402
-from asd_core.unet import build_model  # noqa: E402
+from asd_core.unet import UNet  # noqa: E402
 
 MT = "bench"
 SR = 16000
@@ -72,22 +73,23 @@ def build(root_uri: str, endpoint: str | None, n_clips: int, seconds: float, wid
         rel = ClipName(MT, "00", i, "test", "source", "normal" if i % 2 else "anomaly").relpath()
         write_bytes(data, f"{data.path}/{rel}", encode_wav(x, SR))
     torch.manual_seed(0)
-    model = build_model(cfg.model).eval()
+    model = UNet(cfg.model).eval()
     norm = Normalizer.fit(torch.cat([clip_tiles(w, cfg.features) for w in wavs[:8]]))
     models = open_location(f"{root_uri}/models", endpoint)
-    save_artifact(models, MT, model, cfg, norm, threshold=1.0)
+    state = {f"model.{k}": v for k, v in model.state_dict().items()}
+    save_artifact(models, MT, Fitted(state, {"normalizer": norm.to_dict()}, 1.0, np.zeros(0)), cfg)
     return data.uri, models.uri, wavs
 
 
 def ceiling(models_uri: str, endpoint: str | None, wavs: list, k: int, batch: int, threads: int) -> dict:
-    """Model-only clips/s: Scorer.score_tiles in a loop over pre-computed tiles."""
+    """Model-only clips/s: Scorer.score_features in a loop over pre-computed tiles."""
     torch.set_num_threads(threads)
     scorer = Scorer.from_location(open_location(models_uri, endpoint), [MT], n_masks=k)
-    tiles = [scorer.tiles(MT, decode(encode_wav(w, SR), SR)) for w in wavs]
-    scorer.score_tiles(MT, tiles[:1])  # warm-up
+    tiles = [scorer.features(MT, decode(encode_wav(w, SR), SR)) for w in wavs]
+    scorer.score_features(MT, tiles[:1])  # warm-up
     t0 = time.perf_counter()
     for i in range(0, len(tiles), batch):
-        scorer.score_tiles(MT, tiles[i : i + batch])
+        scorer.score_features(MT, tiles[i : i + batch])
     s = time.perf_counter() - t0
     return {"seconds": s, "clips_per_s": len(tiles) / s, "tiles": int(sum(t.shape[0] for t in tiles))}
 

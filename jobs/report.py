@@ -3,10 +3,13 @@
     asd report OUT_URI [--run-id ID] [--endpoint-url URL]
 
 Prints the metrics of a published run (default: the latest) in the layout of the
-technical report's Table 4 and writes, under ``OUT_URI/report/<run_id>/``::
+technical report's Table 4. When runs of several model kinds (``asd train --model``)
+were published into the same OUT_URI, it also prints every kind's latest AUC(source),
+AUC(target) and pAUC side by side with each kind's official score, and the ROC plots
+put the kinds' curves on one figure. Writes, under ``OUT_URI/report/<run_id>/``::
 
-    table.txt            the printed table
-    roc_<machine>.png    ROC curves per section and domain (AUC(source)/AUC(target) sets)
+    table.txt            the printed tables
+    roc_<machine>.png    ROC curves per kind, section and domain (AUC(source)/AUC(target) sets)
     hist_<machine>.png   anomaly-score histograms per label and domain, with the threshold
 """
 
@@ -16,6 +19,7 @@ import argparse
 import logging
 import sys
 
+import pandas as pd
 import pyarrow.parquet as pq
 
 from asd_core import results
@@ -51,11 +55,7 @@ def report(out_uri: str, run_id: str | None = None, *, endpoint_url: str | None 
             raise FileNotFoundError(f"run {run_id!r} is not published under {out.uri}/scores")
         manifest = found[0]
     rid = manifest["run_id"]
-    mdir = f"{out.path}/metrics/{rid}"
-    with out.fs.open(f"{mdir}/metrics.parquet", "rb") as f:
-        sections = results.sections_from_table(pq.read_table(f))
-    with out.fs.open(f"{mdir}/evaluated.parquet", "rb") as f:
-        rows = pq.read_table(f).to_pandas()
+    sections, rows = _run_metrics(out, rid)
     head = (
         f"run {rid} ({manifest.get('split')}): {manifest['n_rows']} clips scored, {manifest['n_error']} errors, "
         f"{manifest.get('n_skipped', 0)} carried from earlier runs"
@@ -63,6 +63,24 @@ def report(out_uri: str, run_id: str | None = None, *, endpoint_url: str | None 
     if manifest["n_error"]:
         head += f" {manifest.get('errors_by_reason', {})}"
     table = results.format_table(sections) if sections else "no labelled clips: no metrics (pass --ground-truth to 'asd score')"
+    if run_id is None:
+        # Every kind's latest metrics per (machine type, section), newest run first.
+        latest: dict[tuple[str, str, str], object] = {}
+        used_rows = []
+        for m in reversed(runs):
+            if m.get("split") != manifest.get("split"):
+                continue
+            secs, r = (sections, rows) if m["run_id"] == rid else _run_metrics(out, m["run_id"])
+            new = [x for x in secs if (x.model_kind, x.machine_type, x.section) not in latest]
+            for x in new:
+                latest[(x.model_kind, x.machine_type, x.section)] = x
+            if new:
+                kinds = {x.model_kind for x in new}
+                used_rows.append(r[r["model_kind"].fillna("").replace("", "unet").isin(kinds)]
+                                 if "model_kind" in r.columns else r)
+        if len({k for k, _, _ in latest}) > 1:
+            table += "\n\nModel kinds side by side (each kind's latest run):\n" + results.side_by_side(list(latest.values()))
+            rows = pd.concat(used_rows, ignore_index=True)
     text = f"{head}\n\n{table}\n"
     rdir = f"{out.path}/report/{rid}"
     files = [f"{rdir}/table.txt"]
@@ -75,6 +93,16 @@ def report(out_uri: str, run_id: str | None = None, *, endpoint_url: str | None 
                 write_bytes(out, f"{rdir}/{name}", fn(rows, mt))
                 files.append(f"{rdir}/{name}")
     return {"run_id": rid, "table": text, "files": [out.uri_of(p) for p in files]}
+
+
+def _run_metrics(out, run_id: str):
+    """(sections, evaluated rows) of one published run."""
+    mdir = f"{out.path}/metrics/{run_id}"
+    with out.fs.open(f"{mdir}/metrics.parquet", "rb") as f:
+        sections = results.sections_from_table(pq.read_table(f))
+    with out.fs.open(f"{mdir}/evaluated.parquet", "rb") as f:
+        rows = pq.read_table(f).to_pandas()
+    return sections, rows
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -126,6 +126,7 @@ def clip_items(
             "machine_type": c.machine_type,
             "size": c.size,
             "model_id": meta["model_id"] if meta else "",
+            "model_kind": meta.get("model_kind", "unet") if meta else "",
             "run_id": run_id,
             "status": None,
         }
@@ -157,9 +158,9 @@ def fetch_decode(batch: pa.Table, *, data_uri: str, endpoint_url: str | None, mo
     float32 tiles ``[n_tiles, n_mels, tile_frames]`` as bytes. Failures become error
     rows; nothing raises for a bad clip.
     """
+    from asd_core.artifact import config_of, extras_of
     from asd_core.audio import AudioDecodeError, decode
-    from asd_core.config import FeatureConfig
-    from asd_core.features import Normalizer, clip_tiles
+    from asd_core.kinds import get_kind
 
     rows = batch.to_pylist()
     todo = [r for r in rows if r.get("status") is None]
@@ -171,16 +172,17 @@ def fetch_decode(batch: pa.Table, *, data_uri: str, endpoint_url: str | None, mo
             continue
         meta = models[r["machine_type"]]
         try:
-            fcfg = FeatureConfig(**meta["config"]["features"])
+            cfg = config_of(meta)
+            fcfg = cfg.features
             wav = decode(data, fcfg.sample_rate, fcfg.min_seconds)
             del data  # raw bytes are not needed past this point
-            tiles = Normalizer.from_dict(meta["normalizer"])(clip_tiles(wav, fcfg, train=False))
+            feats = get_kind(cfg.model.kind).featurize(wav, cfg, extras_of(meta))
             r["duration_s"] = wav.shape[0] / fcfg.sample_rate
-            if tiles.shape[0] == 0:
-                r.update(status=STATUS_ERROR, error_reason="too_short", error="shorter than one tile")
+            if feats.shape[0] == 0:
+                r.update(status=STATUS_ERROR, error_reason="too_short", error="too short for one feature row")
                 continue
-            r["n_tiles"] = int(tiles.shape[0])
-            r["tiles"] = tiles.numpy().astype(np.float32, copy=False).tobytes()
+            r["n_tiles"] = int(feats.shape[0])
+            r["tiles"] = feats.numpy().astype(np.float32, copy=False).tobytes()
         except AudioDecodeError as e:
             r.update(status=STATUS_ERROR, error_reason=e.reason, error=str(e))
         except Exception as e:  # a clip's failure must not take its batch down
@@ -192,7 +194,7 @@ def fetch_decode(batch: pa.Table, *, data_uri: str, endpoint_url: str | None, mo
 class ScoreActor:
     """Ray Data callable class: loads every needed model once, scores batches.
 
-    ``loader()`` returns an :class:`asd_core.detector.Scorer`; injected so the class
+    ``loader()`` returns an :class:`asd_core.detector.Scorer` (any model kind); injected so the class
     runs without Ray or storage in tests.
     """
 
@@ -231,18 +233,18 @@ class ScoreActor:
                 for r in group:
                     r.update(status=STATUS_ERROR, error_reason="no_model", error=f"scorer has no model for {mt!r}")
                 continue
-            fc = self.scorer.artifacts[mt].config.features
+            shape = self.scorer.item_shape(mt)
             tiles = [
-                torch.from_numpy(np.frombuffer(r["tiles"], dtype=np.float32).reshape(-1, fc.n_mels, fc.tile_frames).copy())
+                torch.from_numpy(np.frombuffer(r["tiles"], dtype=np.float32).reshape(-1, *shape).copy())
                 for r in group
             ]
             try:
-                scored = self.scorer.score_tiles(mt, tiles)
+                scored = self.scorer.score_features(mt, tiles)
             except Exception:  # isolate the clip that fails
                 scored = []
                 for t in tiles:
                     try:
-                        scored.append(self.scorer.score_tiles(mt, [t])[0])
+                        scored.append(self.scorer.score_features(mt, [t])[0])
                     except Exception as e:
                         scored.append(e)
             for r, s in zip(group, scored, strict=True):
@@ -257,6 +259,7 @@ class ScoreActor:
                         decision=s.decision,
                         threshold=s.threshold,
                         model_id=s.model_id,
+                        model_kind=s.model_kind,
                         n_tiles=s.n_tiles,
                     )
         now = datetime.now(timezone.utc)
@@ -362,8 +365,12 @@ def run_scoring(
     # Incremental: earlier published rows that settle a clip (same path, size, model).
     carried: list[dict] = []
     if incremental:
-        # Same split and same K: scores with another number of masks are other estimates.
-        same_split = [m for m in published if m.get("split") == split and m.get("n_masks") == n_masks]
+        # Same split, models and K: scores with another number of masks are other
+        # estimates, and runs of other models (kinds) publish into the same OUT_URI.
+        same_split = [
+            m for m in published
+            if m.get("split") == split and m.get("n_masks") == n_masks and m.get("models_uri") == models_loc.uri
+        ]
         prev_by_path = {r["path"]: r for r in results.latest_per_path([read_run(out, m) for m in same_split])}
         todo = []
         for it in items:
@@ -439,6 +446,7 @@ def run_scoring(
         "data_uri": data.uri,
         "models_uri": models_loc.uri,
         "models": {mt: m["model_id"] for mt, m in models.items()},
+        "model_kinds": sorted({m.get("model_kind", "unet") for m in models.values()}),
         "n_masks": n_masks,
         "incremental": incremental,
         "n_rows": new.num_rows,

@@ -1,21 +1,22 @@
-"""``asd train``: one U-Net per machine type, all types trained concurrently on Ray Train.
+"""``asd train``: one model per machine type, all types trained concurrently on Ray Train.
 
 ::
 
-    asd train DATA_URI MODELS_URI [--machines fan,valve] [--preset report|tiny]
+    asd train DATA_URI MODELS_URI [--model unet|baseline-ae|knn] [--machines fan,valve] [--preset ...]
               [--set epochs=3 ...] [--workers-per-model N] [--gpus-per-worker G]
               [--address auto|ray://...] [--resume] [--endpoint-url URL]
 
 Same as ``ray job submit --working-dir . -- python -m jobs.train ...``.
 
 Per machine type, a Ray task (``num_cpus=0``) reads and decodes the type's training
-clips once (:func:`asd_core.trainprep.prepare_type`), puts the float16 tiles in the
-object store and runs one ``TorchTrainer`` (its own ``ScalingConfig``; data-parallel
+clips once (:func:`asd_core.trainprep.prepare_type`: the model kind's feature rows),
+puts the training rows in the object store and runs one ``TorchTrainer`` (its own ``ScalingConfig``; data-parallel
 DDP across its workers, each rank training on its slice of every global batch).
 Checkpoints go to ``MODELS_URI/_runs/<run_id>/<machine_type>/`` through the same
 filesystem object the data is read with, so a custom S3 endpoint reaches every
-process. Afterwards the task fits the decision threshold and writes the artifact to
-``MODELS_URI/<machine_type>/``. The driver writes a manifest
+process. Afterwards the task finalises the model (neighbour banks, covariances, the
+decision threshold) and writes the artifact to ``MODELS_URI/<machine_type>/``. A kind
+with nothing to train (``knn``) skips the trainer. The driver writes a manifest
 (``MODELS_URI/_runs/<run_id>/manifest.json``, copied to ``MODELS_URI/_manifest.json``)
 listing every type's status, and updates it as each type finishes.
 
@@ -42,12 +43,12 @@ import numpy as np
 import torch
 
 from asd_core.artifact import list_artifacts, save_artifact
-from asd_core.config import PRESETS, ASDConfig, parse_overrides, preset
-from asd_core.detector import list_archive, machine_types, threshold_from_training
+from asd_core.config import DEFAULT_PRESET, PRESETS, ASDConfig, parse_overrides, preset
+from asd_core.detector import list_archive, machine_types
+from asd_core.kinds import KINDS, get_kind
+from asd_core.runtime import prepare_model
 from asd_core.storage import Location, ensure_bucket, open_location, pyarrow_filesystem, read_bytes, write_bytes
-from asd_core.training import train_epoch
 from asd_core.trainprep import prepare_type, select_training_clips
-from asd_core.unet import build_model
 
 from .common import add_ray_args, add_storage_args, parse_machines, ray_session, setup_logging
 
@@ -92,8 +93,8 @@ def _save_checkpoint(model: torch.nn.Module, opt: torch.optim.Optimizer, state: 
 def train_loop_per_worker(config: dict[str, Any]) -> None:
     """Ray Train worker: resume from ``ray.train.get_checkpoint()``, train, report every epoch.
 
-    ``config``: ``config`` (ASDConfig dict), ``tiles_ref`` (ObjectRef of normalised
-    tiles ``[N, n_mels, tile_frames]`` float16), ``machine_type``, optional
+    ``config``: ``config`` (ASDConfig dict), ``tiles_ref`` (ObjectRef of the kind's
+    training rows, e.g. normalised tiles ``[N, n_mels, tile_frames]`` float16), ``machine_type``, optional
     ``fail_once`` / ``models_loc`` (failure injection).
     """
     import ray
@@ -104,12 +105,13 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
     cfg = ASDConfig.from_dict(config["config"])
+    kind = get_kind(cfg.model.kind)
     mt = config["machine_type"]
     device = ray.train.torch.get_device()
-    tiles = torch.from_numpy(np.asarray(ray.get(config["tiles_ref"]), dtype=np.float32))  # [N, H, W]
+    tiles = torch.from_numpy(np.asarray(ray.get(config["tiles_ref"]), dtype=np.float32))  # [N, ...]
 
     torch.manual_seed(cfg.train.seed)  # same initial weights on every rank and every run
-    model = build_model(cfg.model)
+    model = kind.build(cfg)
     if world > 1 and device.type == "cuda":
         # SyncBatchNorm keeps BN statistics those of the global batch; it is GPU-only,
         # so CPU DDP normalises each rank's share on its own (losses differ slightly).
@@ -128,18 +130,17 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         if rank == 0:
             log.info("%s: resuming from the checkpoint after epoch %d", mt, state["epoch"])
     model = ray.train.torch.prepare_model(model)  # to device; DDP when world > 1
-    opt = torch.optim.Adam(model.parameters(), lr=cfg.train.lr)
+    prepare_model(model, cfg.model.channels_last)
+    opt = kind.optimizer(model, cfg)
     if opt_state is not None:
         opt.load_state_dict(opt_state)
 
-    epochs, every = cfg.train.epochs, cfg.train.checkpoint_every
+    epochs, every = kind.epochs(cfg), cfg.train.checkpoint_every
     share = tiles.shape[0] / world
     for epoch in range(state["epoch"], epochs):
         _maybe_fail(config, epoch, rank, world)
         t0 = time.perf_counter()
-        loss = train_epoch(
-            model, tiles, opt, epoch, cfg.train, cfg.masks, device=device, rank=rank, world_size=world
-        )
+        loss = kind.train_epoch(model, tiles, opt, epoch, cfg, device=device, rank=rank, world_size=world)
         if world > 1:  # the global batch's loss = mean of the ranks' equal shares
             t = torch.tensor([loss], dtype=torch.float64, device=device)
             torch.distributed.all_reduce(t)
@@ -201,7 +202,8 @@ def _fit_type(spec: dict[str, Any], tiles_ref: Any) -> tuple[torch.nn.Module, di
         blob = torch.load(os.path.join(d, CKPT_FILE), map_location="cpu", weights_only=True)
         with open(os.path.join(d, CKPT_META)) as f:
             state = json.load(f)
-    model = build_model(ASDConfig.from_dict(spec["config"]).model)
+    cfg = ASDConfig.from_dict(spec["config"])
+    model = get_kind(cfg.model.kind).build(cfg)
     model.load_state_dict(blob["model"])
     return model.eval(), state
 
@@ -235,13 +237,19 @@ def train_one_type(spec: dict[str, Any]) -> dict[str, Any]:
             "%s: %d clips usable, %d skipped, %d training tiles (%.1f s)",
             mt, prep.n_clips, len(prep.skipped), prep.tiles.shape[0], t_prep,
         )
-        tiles_ref = ray.put(prep.tiles)
+        kind = get_kind(cfg.model.kind)
         t1 = time.perf_counter()
-        model, state = _fit_type(spec, tiles_ref)
+        if kind.epochs(cfg) > 0:
+            tiles_ref = ray.put(prep.tiles)
+            model, state = _fit_type(spec, tiles_ref)
+            del tiles_ref
+        else:  # nothing to train (knn): the artifact is the stored features
+            model, state = None, {"epoch": 0, "losses": [], "epoch_seconds": [], "samples_per_s": [], "resumes": []}
         t_train = time.perf_counter() - t1
-        del tiles_ref
-        threshold, scores = threshold_from_training(model, prep.normalizer, prep.score_tiles, cfg)
+        fitted = kind.finalize(model, prep.prepared, cfg)
+        threshold, scores = fitted.threshold, fitted.train_scores
         summary = {
+            "model_kind": kind.name,
             "n_clips": prep.n_clips,
             "n_skipped": len(prep.skipped),
             "skipped": [{"path": p, "reason": r} for p, r in prep.skipped[:MAX_SKIPPED_LISTED]],
@@ -261,9 +269,10 @@ def train_one_type(spec: dict[str, Any]) -> dict[str, Any]:
             "train_score_mean": float(np.mean(scores)),
             "train_score_std": float(np.std(scores)),
         }
-        model_id = save_artifact(spec["models_loc"], mt, model, cfg, prep.normalizer, threshold, summary)
+        model_id = save_artifact(spec["models_loc"], mt, fitted, cfg, summary)
         entry.update(
             status="ok",
+            model_kind=kind.name,
             model_id=model_id,
             epochs=state["epoch"],
             losses=state["losses"],
@@ -412,7 +421,7 @@ def run_training(
         if (
             prev
             and prev.get("status") == "ok"
-            and prev.get("epochs") == config.train.epochs
+            and prev.get("epochs") == get_kind(config.model.kind).epochs(config)
             and mt in done_artifacts
         ):
             log.info("%s: already trained in run %s (%d epochs); kept", mt, run_id, prev["epochs"])
@@ -468,7 +477,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("data_uri", help="archive in DCASE layout: <root>/<machine_type>/train/*.wav (path or s3://)")
     p.add_argument("models_uri", help="where artifacts, checkpoints and the run manifest go (path or s3://)")
     p.add_argument("--machines", default=None, help="comma-separated machine types (default: every folder)")
-    p.add_argument("--preset", default="report", choices=sorted(PRESETS), help="base configuration")
+    p.add_argument("--model", default=None, choices=KINDS,
+                   help="model kind (default: the preset's, unet); sets model.kind")
+    p.add_argument("--preset", default=DEFAULT_PRESET, choices=sorted(PRESETS),
+                   help=f"base configuration (default {DEFAULT_PRESET})")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config field")
     p.add_argument("--workers-per-model", type=int, default=1, help="data-parallel workers per machine type")
     p.add_argument("--gpus-per-worker", type=float, default=0.0, help="GPUs per worker (0 = CPU training)")
@@ -487,7 +499,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     setup_logging(args.verbose)
     try:
-        config = preset(args.preset, parse_overrides(args.set))
+        overrides = parse_overrides(args.set)
+        if args.model:
+            overrides["model.kind"] = args.model
+        config = preset(args.preset, overrides)
+        get_kind(config.model.kind)
     except (KeyError, ValueError) as e:
         parser.error(str(e).strip("'\""))
     try:
@@ -510,7 +526,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     for mt, e in sorted(manifest["types"].items()):
         losses = e.get("losses") or []
-        tail = f"loss {losses[-1]:.5f}, {e.get('epochs')} epochs, {e.get('model_id')}" if e["status"] == "ok" else e.get("error")
+        tail = (
+            f"{f'loss {losses[-1]:.5f}, ' if losses else ''}{e.get('epochs')} epochs, {e.get('model_id')}"
+            if e["status"] == "ok" else e.get("error")
+        )
         print(f"{mt:>16}  {e['status']:6}  {tail}")
     print(f"run {manifest['run_id']}: {manifest['status']}; manifest {manifest['models_uri']}/{LATEST_MANIFEST}")
     return 0 if manifest["status"] == "ok" else 1

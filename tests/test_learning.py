@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from asd_core.artifact import Artifact, list_artifacts, load_artifact, save_artifact
+from asd_core.artifact import list_artifacts, load_artifact, save_artifact
 from asd_core.config import preset
 from asd_core.detector import Scorer, train_type
 
@@ -31,7 +31,7 @@ def test_loss_decreases(trained):
 @pytest.mark.parametrize("anomaly", ANOMALIES, ids=lambda f: f.__name__)
 def test_anomalies_score_higher(trained, anomaly):
     cfg, tt, _ = trained
-    scorer = Scorer({"hum": Artifact("hum", cfg, tt.model, tt.normalizer, tt.threshold, "unet-test")})
+    scorer = Scorer({"hum": tt.artifact("hum", "unet-test")})
     rng = np.random.default_rng(42)
     normal = [scorer.score_wav("hum", harmonic_tone(rng)).score for _ in range(12)]
     anomalous = [scorer.score_wav("hum", anomaly(rng, harmonic_tone(rng))).score for _ in range(12)]
@@ -41,7 +41,7 @@ def test_anomalies_score_higher(trained, anomaly):
 
 def test_threshold_flags_few_normals(trained):
     cfg, tt, _ = trained
-    scorer = Scorer({"hum": Artifact("hum", cfg, tt.model, tt.normalizer, tt.threshold, "unet-test")})
+    scorer = Scorer({"hum": tt.artifact("hum", "unet-test")})
     rng = np.random.default_rng(7)
     decisions = [scorer.score_wav("hum", harmonic_tone(rng)).decision for _ in range(20)]
     assert sum(decisions) <= 8  # ~10% expected at the 90th percentile
@@ -49,12 +49,13 @@ def test_threshold_flags_few_normals(trained):
 
 def test_artifact_round_trip(trained, tmp_path):
     cfg, tt, _ = trained
-    model_id = save_artifact(str(tmp_path), "hum", tt.model, cfg, tt.normalizer, tt.threshold, tt.summary)
+    model_id = save_artifact(str(tmp_path), "hum", tt.fitted, cfg, tt.summary)
     assert model_id.startswith("unet-") and list_artifacts(str(tmp_path)) == ["hum"]
     art = load_artifact(str(tmp_path), "hum", expect_config=cfg)
-    assert not art.model.training and art.model_id == model_id and art.threshold == tt.threshold
+    assert art.kind == "unet" and art.model_id == model_id and art.threshold == tt.threshold
+    assert not Scorer({"hum": art}).detectors["hum"].model.training
     wav = harmonic_tone(np.random.default_rng(3))
-    before = Scorer({"hum": Artifact("hum", cfg, tt.model, tt.normalizer, tt.threshold, model_id)})
+    before = Scorer({"hum": tt.artifact("hum", model_id)})
     assert Scorer({"hum": art}).score_wav("hum", wav).score == pytest.approx(before.score_wav("hum", wav).score)
 
 
@@ -62,7 +63,7 @@ def test_artifact_refuses_other_feature_config(trained, tmp_path):
     from asd_core.artifact import ArtifactError
 
     cfg, tt, _ = trained
-    save_artifact(str(tmp_path), "hum", tt.model, cfg, tt.normalizer, tt.threshold)
+    save_artifact(str(tmp_path), "hum", tt.fitted, cfg)
     with pytest.raises(ArtifactError, match="features"):
         load_artifact(str(tmp_path), "hum", expect_config=cfg.override({"hop_length": 512}))
     with pytest.raises(ArtifactError, match="no model artifact"):

@@ -2,7 +2,6 @@
 
 import numpy as np
 
-from asd_core.artifact import Artifact
 from asd_core.audio import decode
 from asd_core.config import preset
 from asd_core.dcase import parse_path
@@ -28,6 +27,6 @@ def test_tiny_model_on_real_train_clips_scores_real_test_clips(real_samples):
     cfg = preset("tiny").override({"epochs": 2})
     train = [decode(f.read_bytes()) for f in sorted(real_samples.glob("*/train/*.wav"))]
     tt = train_type(train, cfg)
-    scorer = Scorer({"all": Artifact("all", cfg, tt.model, tt.normalizer, tt.threshold, "unet-real")})
+    scorer = Scorer({"all": tt.artifact("all", "unet-real")})
     scores = [scorer.score_wav("all", decode(f.read_bytes())).score for f in sorted(real_samples.glob("*/test/*.wav"))]
     assert len(scores) == 14 and np.isfinite(scores).all() and min(scores) > 0

@@ -61,7 +61,7 @@ def trained():
 
 def _save(loc, trained):
     for mt, t in trained.items():
-        save_artifact(loc, mt, t.model, CFG, t.normalizer, t.threshold)
+        save_artifact(loc, mt, t.fitted, CFG)
     return loc.uri
 
 

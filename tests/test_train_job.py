@@ -30,10 +30,10 @@ from asd_core.config import preset
 from asd_core.dcase import ClipName
 from asd_core.detector import list_archive
 from asd_core.features import Normalizer
+from asd_core.kinds import get_kind
+from asd_core.runtime import prepare_model
 from asd_core.storage import open_location, write_bytes
-from asd_core.training import train_epoch
 from asd_core.trainprep import fit_normalizer, prepare_type, select_training_clips
-from asd_core.unet import build_model
 from tests.signals import harmonic_tone
 
 REPO = Path(__file__).resolve().parents[1]
@@ -70,10 +70,10 @@ def local_first_epoch_loss(uri: str, machine_type: str, cfg, endpoint: str | Non
     paths, skipped = select_training_clips(list_archive(loc, "train", [machine_type]))
     prep = prepare_type(loc, machine_type, paths, cfg, skipped=skipped)
     tiles = torch.from_numpy(prep.tiles.astype(np.float32))
+    kind = get_kind(cfg.model.kind)
     torch.manual_seed(cfg.train.seed)
-    model = build_model(cfg.model)
-    opt = torch.optim.Adam(model.parameters(), lr=cfg.train.lr)
-    return train_epoch(model, tiles, opt, 0, cfg.train, cfg.masks)
+    model = prepare_model(kind.build(cfg), cfg.model.channels_last)
+    return kind.train_epoch(model, tiles, kind.optimizer(model, cfg), 0, cfg)
 
 
 # ---------------------------------------------------------------- pure parts (no Ray)
@@ -95,7 +95,7 @@ def test_prepare_type_skips_bad_clips(tmp_path):
     assert prep.n_clips == 4 and len(prep.skipped) == 2
     assert all("unreadable" in reason for _, reason in prep.skipped)
     assert prep.tiles.dtype == np.float16 and prep.tiles.shape[1:] == (64, 64)
-    assert len(prep.score_tiles) == 3
+    assert len(prep.prepared.score_rows) == 4  # every usable clip (threshold and banks)
     assert abs(float(prep.tiles.astype(np.float32).mean())) < 0.1  # normalised
 
 
@@ -132,7 +132,7 @@ def test_two_types_concurrently_from_s3_and_broken_type_fails_alone(ray_cluster,
         art = load_artifact(models, mt)
         assert art.model_id == e["model_id"] and art.threshold > 0
         assert art.summary["losses"] == e["losses"]
-        assert not art.model.training
+        assert art.kind == "unet" and any(k.startswith("model.") for k in art.state)
     assert load_artifact(models, "fan").summary["skipped"][0]["reason"].startswith("unreadable")
     # one worker = single-process training on the same tiles
     assert types["fan"]["losses"][0] == pytest.approx(local_first_epoch_loss(data, "fan", cfg, s3_endpoint), rel=1e-4)

@@ -1,0 +1,118 @@
+"""The nearest-neighbour reference kind: the floor every other model must beat.
+
+``knn.knn_level = "clip"``: a clip is the mean and std over time of each log-mel band
+(2 x n_mels numbers, the features of :mod:`asd_core.features`); its score is the mean
+distance to the k nearest training clips after standardising on the training clips.
+``"frame"``: a clip is its 0.25-s segments (mean log-mel per band); its score is the
+largest over its segments of the distance to the nearest training segments, so a
+short event that clip statistics average away still counts. Training stores the
+features in the artifact: seconds, no GPU.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..config import ASDConfig
+from ..features import log_mel
+from ..metrics import gamma_threshold
+from ..neighbours import NeighbourBank
+from . import ClipRows, Fitted, Prepared
+
+SEGMENT_FRAMES = 16  # 0.25 s at hop 256 / 16 kHz
+MAX_BANK_SEGMENTS = 50_000
+
+
+def clip_statistics(wav: np.ndarray, cfg: ASDConfig) -> torch.Tensor:
+    """``[T]`` -> ``[1, 2 * n_mels]``: per-band mean then std of the log-mel (dB)."""
+    m = log_mel(wav, cfg.features)
+    return torch.cat([m.mean(1), m.std(1)])[None].float()
+
+
+def segments(wav: np.ndarray, cfg: ASDConfig) -> torch.Tensor:
+    """``[T]`` -> ``[n_segments, n_mels]`` mean log-mel of each 0.25-s segment."""
+    m = log_mel(wav, cfg.features)
+    n = m.shape[1] // SEGMENT_FRAMES
+    return m[:, : n * SEGMENT_FRAMES].reshape(m.shape[0], n, SEGMENT_FRAMES).mean(-1).T.contiguous()
+
+
+class _KnnDetector:
+    def __init__(self, bank: NeighbourBank, level: str):
+        self.bank, self.level = bank, level
+
+    def score(self, clips: Sequence[torch.Tensor]) -> np.ndarray:
+        out = np.full(len(clips), np.nan)
+        for i, c in enumerate(clips):
+            if c.shape[0]:
+                d = self.bank.score(c)
+                out[i] = float(d.max() if self.level == "frame" else d.mean())
+        return out
+
+
+@dataclass(frozen=True)
+class KnnKind:
+    name: str = "knn"
+
+    def item_shape(self, cfg: ASDConfig) -> tuple[int, ...]:
+        return (cfg.features.n_mels if cfg.knn.knn_level == "frame" else 2 * cfg.features.n_mels,)
+
+    def _rows(self, wav: np.ndarray, cfg: ASDConfig) -> torch.Tensor:
+        if cfg.knn.knn_level == "clip":
+            return clip_statistics(wav, cfg)
+        if cfg.knn.knn_level == "frame":
+            return segments(wav, cfg)
+        raise ValueError(f"knn.knn_level must be 'clip' or 'frame', got {cfg.knn.knn_level!r}")
+
+    def clip_rows(self, wav: np.ndarray, cfg: ASDConfig) -> ClipRows:
+        r = self._rows(wav, cfg)
+        return ClipRows(r, r)
+
+    def assemble(self, clips: list[ClipRows], domains: list[str | None], cfg: ASDConfig) -> Prepared:
+        rows = [c.train for c in clips if c.train.shape[0]]
+        if not rows:
+            raise ValueError("no training features")
+        data = torch.cat(rows)
+        if data.shape[0] > MAX_BANK_SEGMENTS:
+            g = torch.Generator().manual_seed(cfg.train.seed)
+            data = data[torch.randperm(data.shape[0], generator=g)[:MAX_BANK_SEGMENTS]]
+        return Prepared(data.numpy(), [c.score for c in clips], list(domains), {}, int(data.shape[0]))
+
+    def epochs(self, cfg: ASDConfig) -> int:
+        return 0
+
+    def build(self, cfg: ASDConfig):
+        return None
+
+    def optimizer(self, model, cfg):  # pragma: no cover - nothing to train
+        raise TypeError("the knn kind has no trainable model")
+
+    def train_epoch(self, *a, **k) -> float:  # pragma: no cover
+        raise TypeError("the knn kind has no trainable model")
+
+    def finalize(self, model, prep: Prepared, cfg: ASDConfig) -> Fitted:
+        bank = NeighbourBank.fit(prep.train_data, k=cfg.knn.knn_k)
+        if cfg.knn.knn_level == "clip":
+            scores = bank.score(prep.train_data, exclude_self=True)
+        else:  # a clip's own segments are in the bank: score each clip against the others
+            scores = np.array([_without(prep, i, cfg).score(c).max() for i, c in enumerate(prep.score_rows[:50])])
+        scores = scores[np.isfinite(scores)]
+        return Fitted(bank.state_dict("bank."), {}, gamma_threshold(scores, cfg.score.threshold_quantile), scores)
+
+    def featurize(self, wav: np.ndarray, cfg: ASDConfig, extras: dict[str, Any]) -> torch.Tensor:
+        return self._rows(wav, cfg)
+
+    def load(self, state, extras, cfg, device, n_masks=None) -> _KnnDetector:
+        return _KnnDetector(NeighbourBank.from_state(state, "bank."), cfg.knn.knn_level)
+
+
+def _without(prep: Prepared, i: int, cfg: ASDConfig) -> NeighbourBank:
+    others = [c for j, c in enumerate(prep.score_rows) if j != i and c.shape[0]]
+    return NeighbourBank.fit(torch.cat(others), k=cfg.knn.knn_k)
+
+
+KIND = KnnKind()

@@ -1,0 +1,194 @@
+"""The U-Net kind: masked-spectrogram inpainting (the technical report's method).
+
+Feature rows are normalised 64x64 log-mel tiles. ``score.rule`` picks how a clip's
+reconstruction turns into its anomaly score:
+
+- ``mse``: the report's mean masked MSE over K masks, then over the clip's tiles;
+- ``knn_err``: the clip's log reconstruction error per mel band (mean and max over its
+  tiles) against the training clips' (k nearest neighbours, standardised): a band
+  the model always fills badly (noise) no longer dominates, and the few target-domain
+  clips are neighbours of their own (the study in the README measures both);
+- ``knn_enc``: the U-Net encoder's own features of the unmasked tiles (per level,
+  channels x bands, mean and std over time, averaged over tiles), k nearest training
+  clips.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..config import ASDConfig
+from ..detector import cap_tiles, domain_repeats, threshold_clip_indices
+from ..features import Normalizer, clip_tiles
+from ..masks import RandomMaskSource
+from ..metrics import gamma_threshold
+from ..neighbours import NeighbourBank
+from ..runtime import autocast, prepare_input, prepare_model
+from ..scoring import per_clip_mean, score_tiles
+from ..training import train_epoch
+from ..unet import UNet
+from . import ClipRows, Fitted, Prepared
+
+RULES = ("mse", "knn_err", "knn_enc")
+
+
+def scoring_masks(cfg: ASDConfig, n_masks: int | None = None, device: str | torch.device = "cpu") -> torch.Tensor:
+    """The fixed K scoring masks ``[K, n_mels, tile_frames]`` (bool) of a config."""
+    src = RandomMaskSource(n_masks or cfg.score.n_masks, cfg.masks, cfg.score.mask_seed)
+    return src.masks(cfg.features.n_mels, cfg.features.tile_frames, device)
+
+
+@torch.inference_mode()
+def encoder_features(model: UNet, tiles: torch.Tensor, cfg: ASDConfig, batch: int = 256) -> torch.Tensor:
+    """``[N, H, W]`` normalised tiles -> ``[N, D]``: per encoder level, channels x bands,
+    mean and std over time."""
+    device = next(model.parameters()).device
+    out = []
+    for start in range(0, tiles.shape[0], batch):
+        x = prepare_input(tiles[start : start + batch, None].to(device), cfg.model.channels_last)
+        with autocast(device, cfg.model.precision):
+            feats = model.encode(x)
+        parts = []
+        for f in feats:
+            f = f.float()
+            parts += [f.mean(-1).flatten(1), f.std(-1).flatten(1)]
+        out.append(torch.cat(parts, 1).cpu())
+    return torch.cat(out) if out else torch.zeros(0, 0)
+
+
+def clip_views(model: UNet, clips: Sequence[torch.Tensor], masks: torch.Tensor, cfg: ASDConfig) -> dict[str, np.ndarray]:
+    """Per clip ``[C]`` the report score, ``[C, 2H]`` the log error profile per band
+    (mean, max over tiles) and, for ``knn_enc``, ``[C, D]`` encoder features."""
+    counts = [int(t.shape[0]) for t in clips]
+    allt = torch.cat(list(clips)) if clips else torch.zeros(0, cfg.features.n_mels, cfg.features.tile_frames)
+    rule = cfg.score.rule
+    per_tile, maps = score_tiles(
+        model, allt, masks, forward_batch=cfg.score.forward_batch, fill=cfg.masks.fill,
+        precision=cfg.model.precision, channels_last=cfg.model.channels_last, error_maps=True,
+    )
+    out = {"mse": per_clip_mean(per_tile.numpy(), counts)}
+    band = maps.mean(-1)  # [N, H] error per band, averaged over time
+    prof, off = [], 0
+    for c in counts:
+        b = band[off : off + c]
+        off += c
+        prof.append(torch.cat([b.mean(0), b.max(0).values]).clamp_min(1e-8).log() if c else
+                    torch.full((2 * band.shape[1],), float("nan")))
+    out["knn_err"] = torch.stack(prof).numpy() if prof else np.zeros((0, 2 * cfg.features.n_mels))
+    if rule == "knn_enc":
+        out["knn_enc"] = per_clip_mean(encoder_features(model, allt, cfg).numpy(), counts)
+    return out
+
+
+class _UNetDetector:
+    def __init__(self, model: UNet, cfg: ASDConfig, bank: NeighbourBank | None, masks: torch.Tensor):
+        self.model, self.cfg, self.bank, self.masks = model, cfg, bank, masks
+
+    def score(self, clips: Sequence[torch.Tensor]) -> np.ndarray:
+        if not clips:
+            return np.zeros(0)
+        views = clip_views(self.model, clips, self.masks, self.cfg)
+        rule = self.cfg.score.rule
+        if rule == "mse":
+            return views["mse"]
+        feats = views[rule]
+        out = np.full(len(clips), np.nan)
+        ok = np.isfinite(feats).all(1)
+        if ok.any():
+            out[ok] = self.bank.score(feats[ok])
+        return out
+
+
+@dataclass(frozen=True)
+class UNetKind:
+    name: str = "unet"
+
+    def item_shape(self, cfg: ASDConfig) -> tuple[int, ...]:
+        return (cfg.features.n_mels, cfg.features.tile_frames)
+
+    def clip_rows(self, wav: np.ndarray, cfg: ASDConfig) -> ClipRows:
+        return ClipRows(clip_tiles(wav, cfg.features, train=True), clip_tiles(wav, cfg.features, train=False))
+
+    def assemble(self, clips: list[ClipRows], domains: list[str | None], cfg: ASDConfig) -> Prepared:
+        from ..trainprep import fit_normalizer
+
+        clips_doms = [(c, d) for c, d in zip(clips, domains, strict=True) if c.train.shape[0] > 0]
+        if not clips_doms:
+            raise ValueError("no training tiles: no clip is long enough for one tile")
+        clips, domains = [c for c, _ in clips_doms], [d for _, d in clips_doms]
+        repeats = domain_repeats(domains, cfg.train.target_share)
+        normalizer = fit_normalizer([c.train for c, r in zip(clips, repeats, strict=True) for _ in range(r)])
+        fc = cfg.features
+        n_total = sum(c.train.shape[0] * r for c, r in zip(clips, repeats, strict=True))
+        out = np.empty((n_total, fc.n_mels, fc.tile_frames), dtype=np.float16)
+        pos = 0
+        for c, r in zip(clips, repeats, strict=True):
+            z = normalizer(c.train).numpy().astype(np.float16)
+            for _ in range(r):
+                out[pos : pos + z.shape[0]] = z
+                pos += z.shape[0]
+        tiles = cap_tiles(torch.from_numpy(out), cfg.train.max_train_tiles, cfg.train.seed).numpy()
+        return Prepared(
+            np.ascontiguousarray(tiles),
+            [normalizer(c.score) for c in clips],
+            domains,
+            {"normalizer": normalizer.to_dict()},
+            n_total,
+        )
+
+    def epochs(self, cfg: ASDConfig) -> int:
+        return cfg.train.epochs
+
+    def build(self, cfg: ASDConfig) -> nn.Module:
+        return UNet(cfg.model)
+
+    def optimizer(self, model: nn.Module, cfg: ASDConfig) -> torch.optim.Optimizer:
+        return torch.optim.Adam(model.parameters(), lr=cfg.train.lr)
+
+    def train_epoch(self, model, data, opt, epoch, cfg, *, device="cpu", rank=0, world_size=1) -> float:
+        return train_epoch(
+            model, data, opt, epoch, cfg.train, cfg.masks, device=device, rank=rank, world_size=world_size,
+            precision=cfg.model.precision, channels_last=cfg.model.channels_last,
+        )
+
+    def finalize(self, model: nn.Module | None, prep: Prepared, cfg: ASDConfig) -> Fitted:
+        assert model is not None
+        model = prepare_model(model.cpu().eval(), cfg.model.channels_last)
+        state = {f"model.{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+        masks = scoring_masks(cfg)
+        rule = cfg.score.rule
+        if rule not in RULES:
+            raise ValueError(f"score.rule must be one of {RULES}, got {rule!r}")
+        if rule == "mse":
+            idx = threshold_clip_indices(len(prep.score_rows), cfg)
+            scores = clip_views(model, [prep.score_rows[i] for i in idx], masks, cfg)["mse"]
+        else:
+            # Every training clip goes into the bank; each is scored without itself.
+            feats = clip_views(model, prep.score_rows, masks, cfg)[rule]
+            feats = feats[np.isfinite(feats).all(1)]
+            bank = NeighbourBank.fit(feats, k=cfg.score.rule_k)
+            state.update(bank.state_dict("bank."))
+            scores = bank.score(feats, exclude_self=True)
+        scores = scores[np.isfinite(scores)]
+        return Fitted(state, dict(prep.extras), gamma_threshold(scores, cfg.score.threshold_quantile), scores)
+
+    def featurize(self, wav: np.ndarray, cfg: ASDConfig, extras: dict[str, Any]) -> torch.Tensor:
+        return Normalizer.from_dict(extras["normalizer"])(clip_tiles(wav, cfg.features, train=False))
+
+    def load(self, state, extras, cfg, device, n_masks=None) -> _UNetDetector:
+        model = UNet(cfg.model)
+        model.load_state_dict({k[len("model."):]: v for k, v in state.items() if k.startswith("model.")})
+        model = prepare_model(model.to(device).eval(), cfg.model.channels_last)
+        bank = NeighbourBank.from_state(state, "bank.") if "bank.bank" in state else None
+        if cfg.score.rule != "mse" and bank is None:
+            raise ValueError(f"artifact has no neighbour bank for score.rule {cfg.score.rule!r}")
+        return _UNetDetector(model, cfg, bank, scoring_masks(cfg, n_masks, device))
+
+
+KIND = UNetKind()

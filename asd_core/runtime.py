@@ -1,0 +1,42 @@
+"""How a model runs on its device: numeric precision and memory layout.
+
+Measured (README, "Measured here" and the GPU table): on an H200 the report U-Net
+runs 7x faster with bf16 autocast and channels_last than in fp32 NCHW; on this
+2-core CPU inference is 1.6x faster with channels_last alone and 3-4x with both.
+bf16 autocast keeps the weights and the loss in fp32; only convolutions and matrix
+products run in bf16, and a test checks that clip scores rank as in fp32.
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+import torch
+from torch import nn
+
+PRECISIONS = ("fp32", "bf16")
+
+
+def _device_type(device: str | torch.device) -> str:
+    return torch.device(device).type
+
+
+def autocast(device: str | torch.device, precision: str):
+    """Autocast context for ``precision`` (``fp32`` = none, ``bf16``) on ``device``."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    return torch.autocast(_device_type(device), dtype=torch.bfloat16)
+
+
+def prepare_model(model: nn.Module, channels_last: bool) -> nn.Module:
+    """Move a convolutional model's weights to channels_last (in place) when asked."""
+    if channels_last:
+        model.to(memory_format=torch.channels_last)
+    return model
+
+
+def prepare_input(x: torch.Tensor, channels_last: bool) -> torch.Tensor:
+    """``[B, C, H, W]`` in the layout the model runs in."""
+    return x.contiguous(memory_format=torch.channels_last) if channels_last else x

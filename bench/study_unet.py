@@ -1,0 +1,224 @@
+"""What makes the U-Net find broken machines: scoring rules and training variants,
+measured on the synthetic development set next to the kNN reference and the official
+autoencoder baseline, on the same clips.
+
+    python -m bench.study_unet --machines fan,valve --seeds 0,1,2 --out study.jsonl \\
+        [--variant name:key=value,key=value ...] [--train-source 150] [--test 50]
+
+Per machine type and seed: renders the clips in memory (no files; the seed changes
+both the clips and the models), trains one U-Net per variant (tiny preset plus the
+variant's overrides) and scores train and test clips once, keeping per-tile error
+maps and encoder features, so every scoring rule is evaluated on the same model:
+
+- ``mse``: the report's mean masked MSE (over masks, then tiles); ``mse_max``: max
+  over tiles;
+- ``zerr``: log error per mel band, z-scored against the training clips, mean z^2;
+- ``knn_err``: k-NN distance (k=5) of the log error per band (mean and max over
+  tiles) to the training clips';
+- ``knn_enc``: k-NN distance (k=5, ``knn_enc1``: k=1) of the encoder's features
+  (each level's channels x bands, mean and std over time, averaged over tiles);
+- ``knn_enc_tile``: each tile's distance to its nearest training tile in encoder
+  space, max over the clip's tiles.
+
+References on the same clips: ``knn-ref`` (log-mel mean/std per band, k=5) and the
+baseline autoencoder (``ae-mse``, ``ae-maha``). One JSON line per (type, seed,
+variant, rule) goes to ``--out``; the summary table is printed at the end
+(``--summarise FILE`` prints it again from a file).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from collections import defaultdict
+
+import numpy as np
+import torch
+
+from asd_core.baseline_ae import ae_scores, fit_ae, frame_vectors
+from asd_core.config import parse_overrides, preset
+from asd_core.detector import train_type
+from asd_core.features import clip_tiles
+from asd_core.masks import RandomMaskSource
+from asd_core.metrics import section_metrics
+from asd_core.neighbours import NeighbourBank
+from asd_core.reference import clip_features
+from asd_core.runtime import autocast, prepare_input
+from asd_core.scoring import score_tiles
+from asd_core.synth import MACHINE_TYPES, plan_archive, render_plan
+
+STUDY_DEFAULTS = {"epochs": 10, "max_train_tiles": 1500, "precision": "fp32"}
+
+
+def hmean(vals) -> float:
+    v = [x for x in vals if np.isfinite(x) and x > 0]
+    return len(v) / sum(1 / x for x in v) if v else float("nan")
+
+
+@torch.inference_mode()
+def encoder_embedding(model, tiles: torch.Tensor, cfg) -> torch.Tensor:
+    """``[N, H, W]`` normalised tiles -> ``[N, D]``: per encoder level, channels x bands,
+    mean and std over time."""
+    out = []
+    for start in range(0, tiles.shape[0], 256):
+        x = prepare_input(tiles[start : start + 256, None], cfg.model.channels_last)
+        with autocast("cpu", cfg.model.precision):
+            feats = model.encode(x)
+        parts = []
+        for f in feats:
+            f = f.float()
+            parts += [f.mean(-1).flatten(1), f.std(-1).flatten(1)]
+        out.append(torch.cat(parts, 1))
+    return torch.cat(out)
+
+
+def unet_views(tt, wavs, cfg, masks):
+    """Per clip: report score, max-tile score, band error profile, encoder features."""
+    model = tt.model.eval()
+    if cfg.model.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    tiles = [tt.normalizer(clip_tiles(w, cfg.features, train=False)) for w in wavs]
+    counts = [t.shape[0] for t in tiles]
+    allt = torch.cat(tiles)
+    per_tile, maps = score_tiles(
+        model, allt, masks, forward_batch=cfg.score.forward_batch, fill=cfg.masks.fill,
+        precision=cfg.model.precision, channels_last=cfg.model.channels_last, error_maps=True,
+    )
+    band = maps.mean(-1)  # [N, H]: error per band, averaged over time
+    enc = encoder_embedding(model, allt, cfg)
+    views = defaultdict(list)
+    off = 0
+    for c in counts:
+        sl = slice(off, off + c)
+        off += c
+        views["mse"].append(float(per_tile[sl].mean()))
+        views["mse_max"].append(float(per_tile[sl].max()))
+        views["err"].append(torch.cat([band[sl].mean(0), band[sl].max(0).values]).clamp_min(1e-8).log().numpy())
+        views["enc"].append(enc[sl].mean(0).numpy())
+        views["enc_tiles"].append(enc[sl].numpy())
+    return views
+
+
+def rule_scores(train_v, test_v) -> dict[str, np.ndarray]:
+    out = {"mse": np.array(test_v["mse"]), "mse_max": np.array(test_v["mse_max"])}
+    tr_err, te_err = np.stack(train_v["err"]), np.stack(test_v["err"])
+    h = tr_err.shape[1] // 2
+    mu, sd = tr_err[:, :h].mean(0), tr_err[:, :h].std(0) + 1e-6
+    out["zerr"] = (((te_err[:, :h] - mu) / sd) ** 2).mean(1)
+    out["knn_err"] = NeighbourBank.fit(tr_err, k=5).score(te_err)
+    tr_enc, te_enc = np.stack(train_v["enc"]), np.stack(test_v["enc"])
+    out["knn_enc"] = NeighbourBank.fit(tr_enc, k=5).score(te_enc)
+    out["knn_enc1"] = NeighbourBank.fit(tr_enc, k=1).score(te_enc)
+    bank = NeighbourBank.fit(np.concatenate(train_v["enc_tiles"]), k=1)
+    out["knn_enc_tile"] = np.array([bank.score(t).max() for t in test_v["enc_tiles"]])
+    return out
+
+
+def metrics(y, d, s) -> dict[str, float]:
+    m = section_metrics("x", "00", y, s, d, np.zeros_like(y))
+    return {"auc_source": m.auc_source, "auc_target": m.auc_target, "pauc": m.pauc}
+
+
+def run_one(mt: str, seed: int, variants: dict[str, dict], args, emit) -> None:
+    plans = plan_archive([mt], args.train_source, args.train_target, args.test, 10.0, seed)
+    train = [q for q in plans if q.name.split == "train"]
+    test = [q for q in plans if q.name.split == "test"]
+    t0 = time.perf_counter()
+    w_train, w_test = [render_plan(q) for q in train], [render_plan(q) for q in test]
+    dom_train = [q.name.domain for q in train]
+    y = np.array([q.name.label == "anomaly" for q in test], dtype=int)
+    d = np.array([q.name.domain for q in test])
+    base = {"machine_type": mt, "seed": seed, "n_train": len(train), "n_test": len(test)}
+    print(f"[{mt} seed {seed}] rendered {len(plans)} clips in {time.perf_counter() - t0:.0f} s", flush=True)
+
+    if not args.skip_refs:
+        t0 = time.perf_counter()
+        ref = NeighbourBank.fit(np.stack([clip_features(w) for w in w_train]), k=5)
+        s = ref.score(np.stack([clip_features(w) for w in w_test]))
+        emit({**base, "variant": "ref", "rule": "knn-ref", **metrics(y, d, s), "seconds": time.perf_counter() - t0})
+        cfg = preset("tiny")
+        t0 = time.perf_counter()
+        fa = fit_ae([frame_vectors(w, cfg.ae) for w in w_train], dom_train, cfg.ae, seed=seed)
+        sc = np.array([ae_scores(fa.model, fa.cov_inv, frame_vectors(w, cfg.ae), cfg.ae) for w in w_test])
+        sec = time.perf_counter() - t0
+        emit({**base, "variant": "ref", "rule": "ae-mse", **metrics(y, d, sc[:, 0]), "seconds": sec})
+        emit({**base, "variant": "ref", "rule": "ae-maha", **metrics(y, d, sc[:, 1]), "seconds": sec})
+
+    for vname, overrides in variants.items():
+        cfg = preset(args.preset, {**STUDY_DEFAULTS, "seed": seed, **overrides})
+        t0 = time.perf_counter()
+        tt = train_type(w_train, cfg, domains=dom_train)
+        t_train = time.perf_counter() - t0
+        masks = RandomMaskSource(args.masks, cfg.masks, cfg.score.mask_seed).masks(
+            cfg.features.n_mels, cfg.features.tile_frames
+        )
+        t0 = time.perf_counter()
+        tr_v, te_v = unet_views(tt, w_train, cfg, masks), unet_views(tt, w_test, cfg, masks)
+        for rule, s in rule_scores(tr_v, te_v).items():
+            emit({**base, "variant": vname, "rule": rule, **metrics(y, d, s), "train_s": t_train,
+                  "score_s": time.perf_counter() - t0, "final_loss": tt.summary["losses"][-1]})
+
+
+def summarise(rows: list[dict]) -> str:
+    by = defaultdict(lambda: defaultdict(list))  # (variant, rule) -> type -> [hmean per seed]
+    allv = defaultdict(list)
+    for r in rows:
+        key = (r["variant"], r["rule"])
+        by[key][r["machine_type"]].append(hmean([r["auc_source"], r["auc_target"], r["pauc"]]))
+        allv[key] += [r["auc_source"], r["auc_target"], r["pauc"]]
+    types = sorted({r["machine_type"] for r in rows})
+    seeds = sorted({r["seed"] for r in rows})
+    ref = by.get(("ref", "knn-ref"), {})
+    lines = [f"hmean(AUC(s), AUC(t), pAUC) per type, mean over seeds {seeds}; 'official' = hmean of all values; "
+             "'wins' = types where the rule's per-type hmean >= knn-ref's",
+             f"{'variant/rule':<28}" + "".join(f"{t[:8]:>9}" for t in types) + f"{'official':>10}{'wins':>6}"]
+    for key in sorted(by, key=lambda k: -hmean(allv[k])):
+        per = [np.mean(by[key][t]) if by[key].get(t) else float("nan") for t in types]
+        wins = sum(1 for t, v in zip(types, per, strict=True) if ref.get(t) and v >= np.mean(ref[t]))
+        lines.append(f"{key[0] + '/' + key[1]:<28}" + "".join(f"{v:>9.3f}" for v in per)
+                     + f"{hmean(allv[key]):>10.3f}{wins:>6}")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--machines", default=",".join(MACHINE_TYPES))
+    p.add_argument("--seeds", default="0")
+    p.add_argument("--train-source", type=int, default=100)
+    p.add_argument("--train-target", type=int, default=10)
+    p.add_argument("--test", type=int, default=50, help="test clips per domain and label")
+    p.add_argument("--masks", type=int, default=8, help="scoring masks per tile")
+    p.add_argument("--preset", default="tiny")
+    p.add_argument("--variant", action="append", default=[], metavar="NAME:KEY=V,KEY=V")
+    p.add_argument("--skip-refs", action="store_true")
+    p.add_argument("--threads", type=int, default=1, help="torch threads (1: other work shares the machine)")
+    p.add_argument("--out", default="study.jsonl")
+    p.add_argument("--summarise", default=None, metavar="FILE")
+    args = p.parse_args(argv)
+    if args.summarise:
+        print(summarise([json.loads(x) for x in open(args.summarise)]))
+        return 0
+    torch.set_num_threads(args.threads)
+    variants = {"base": {}}
+    for v in args.variant:
+        name, _, kv = v.partition(":")
+        variants[name] = parse_overrides([x for x in kv.split(",") if x])
+    rows = []
+    with open(args.out, "a") as f:
+        def emit(row):
+            rows.append(row)
+            f.write(json.dumps(row) + "\n")
+            f.flush()
+            print(f"  {row['variant']:>10} {row['rule']:<13} AUC(s) {row['auc_source']:.3f} "
+                  f"AUC(t) {row['auc_target']:.3f} pAUC {row['pauc']:.3f}", flush=True)
+
+        for seed in [int(s) for s in args.seeds.split(",")]:
+            for mt in args.machines.split(","):
+                run_one(mt, seed, variants, args, emit)
+    print(summarise(rows))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

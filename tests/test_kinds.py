@@ -1,0 +1,167 @@
+"""Model kinds: the official autoencoder baseline, the nearest-neighbour reference and
+the U-Net's scoring rules, trained and scored in process on generated clips."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from scipy.stats import spearmanr
+from sklearn.metrics import roc_auc_score
+from torch import nn
+
+from asd_core.artifact import load_artifact, save_artifact
+from asd_core.baseline_ae import BaselineAE, ae_scores, frame_vectors
+from asd_core.config import BaselineAEConfig, preset
+from asd_core.detector import Scorer, train_type
+from asd_core.kinds import KINDS, get_kind
+from asd_core.kinds.knn import clip_statistics
+
+from .signals import ANOMALIES, harmonic_tone
+
+AE_FAST = {"kind": "baseline-ae", "ae_epochs": "30", "ae_batch_size": "64"}
+
+
+def _auc(normal, anomalous) -> float:
+    return roc_auc_score([0] * len(normal) + [1] * len(anomalous), list(normal) + list(anomalous))
+
+
+def test_every_kind_is_registered():
+    assert set(KINDS) == {"unet", "baseline-ae", "knn"}
+    for k in KINDS:
+        assert get_kind(k).name == k
+    with pytest.raises(ValueError, match="unknown model kind"):
+        get_kind("transformer")
+
+
+def test_baseline_ae_layers_and_parameter_count():
+    model = BaselineAE(BaselineAEConfig())
+    linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
+    assert [(m.in_features, m.out_features) for m in linears] == [
+        (640, 128), (128, 128), (128, 128), (128, 128), (128, 8),
+        (8, 128), (128, 128), (128, 128), (128, 128), (128, 640),
+    ]
+    bns = [m for m in model.modules() if isinstance(m, nn.BatchNorm1d)]
+    assert len(bns) == 9 and all(b.momentum == 0.01 and b.eps == 1e-3 for b in bns)
+    assert isinstance(model.decoder[-1], nn.Linear)  # linear output
+    n_lin = sum(m.in_features * m.out_features + m.out_features for m in linears)
+    n_bn = sum(2 * b.num_features for b in bns)
+    assert n_lin + n_bn == sum(p.numel() for p in model.parameters()) == 267_928
+
+
+def test_frame_vectors_stack_five_frames():
+    cfg = BaselineAEConfig()
+    v = frame_vectors(harmonic_tone(np.random.default_rng(0), 3.0), cfg)
+    frames = 3 * 16000 // 512 + 1  # centred STFT
+    assert v.shape == (frames - 4, 640)
+    # vector i+1 starts with the frame vector i had second
+    torch.testing.assert_close(v[1, :128], v[0, 128:256])
+
+
+@pytest.fixture(scope="module")
+def ae_trained():
+    rng = np.random.default_rng(1)
+    wavs = [harmonic_tone(rng, 3.0) for _ in range(16)]
+    losses = []
+    tt = train_type(wavs, preset("tiny", AE_FAST), on_epoch=lambda e, loss: losses.append(loss))
+    return tt, losses
+
+
+def test_baseline_ae_loss_falls(ae_trained):
+    _, losses = ae_trained
+    assert len(losses) == 30 and losses[-1] < 0.5 * losses[0]
+
+
+# The Mahalanobis score reads a clip's *mean* residual: a short gap averages away
+# (AUC ~0.5-0.7 measured), so it is checked on the clicks and the new tone.
+@pytest.mark.parametrize(
+    ("score", "anomalies"),
+    [("mse", ANOMALIES), ("mahalanobis", [a for a in ANOMALIES if a.__name__ != "add_gap"])],
+    ids=["mse", "mahalanobis"],
+)
+def test_baseline_ae_scores_rank_anomalies_higher(ae_trained, score, anomalies):
+    tt, _ = ae_trained
+    cfg = tt.config.override({"ae_score": score})
+    art = tt.artifact("hum")
+    art.config = cfg
+    scorer = Scorer({"hum": art})
+    rng = np.random.default_rng(5)
+    normal = [scorer.score_wav("hum", harmonic_tone(rng, 3.0)).score for _ in range(8)]
+    anomalous = [scorer.score_wav("hum", a(rng, harmonic_tone(rng, 3.0))).score for a in anomalies for _ in range(3)]
+    assert _auc(normal, anomalous) >= 0.8
+
+
+def test_mahalanobis_uses_the_nearer_domain():
+    rng = np.random.default_rng(2)
+    src = [harmonic_tone(rng, 3.0, f0=200.0) for _ in range(10)]
+    tgt = [harmonic_tone(rng, 3.0, f0=330.0) for _ in range(4)]
+    tt = train_type(src + tgt, preset("tiny", AE_FAST), domains=["source"] * 10 + ["target"] * 4)
+    cov_inv = tt.fitted.state["cov_inv"]
+    assert cov_inv.shape == (2, 128, 128) and not torch.allclose(cov_inv[0], cov_inv[1])
+    cfg = tt.config.ae
+    model = BaselineAE(cfg)
+    model.load_state_dict({k[6:]: v for k, v in tt.fitted.state.items() if k.startswith("model.")})
+    model.eval()
+    for wav in (harmonic_tone(rng, 3.0, f0=200.0), harmonic_tone(rng, 3.0, f0=330.0)):
+        v = frame_vectors(wav, cfg)
+        with torch.no_grad():
+            d = (v - model(v)).reshape(-1, 128).double().mean(0)
+        per_domain = [float(d @ cov_inv[i].double() @ d) for i in range(2)]
+        _, maha = ae_scores(model, cov_inv, v, cfg)
+        assert maha == pytest.approx(min(per_domain), rel=1e-6)
+    # a target clip is nearer the target statistics than the source ones
+    v = frame_vectors(harmonic_tone(rng, 3.0, f0=330.0), cfg)
+    with torch.no_grad():
+        d = (v - model(v)).reshape(-1, 128).double().mean(0)
+    assert float(d @ cov_inv[1].double() @ d) < float(d @ cov_inv[0].double() @ d)
+
+
+def test_knn_score_equals_hand_computation_on_three_clips(tmp_path):
+    rng = np.random.default_rng(3)
+    train = [harmonic_tone(rng, 2.0, f0=f) for f in (190.0, 200.0, 215.0)]
+    cfg = preset("tiny", {"kind": "knn", "knn_k": "2"})
+    tt = train_type(train, cfg)
+    save_artifact(str(tmp_path), "hum", tt.fitted, cfg)
+    scorer = Scorer({"hum": load_artifact(str(tmp_path), "hum")})
+    query = harmonic_tone(rng, 2.0, f0=260.0)
+    got = scorer.score_wav("hum", query).score
+
+    feats = np.stack([clip_statistics(w, cfg)[0].numpy() for w in train]).astype(np.float64)
+    q = clip_statistics(query, cfg)[0].numpy().astype(np.float64)
+    mu, sd = feats.mean(0), np.maximum(feats.std(0), 1e-6)  # population std
+    dists = np.sort([np.linalg.norm((q - mu) / sd - (f - mu) / sd) for f in feats])
+    assert got == pytest.approx(dists[:2].mean(), rel=1e-4)
+    # the threshold comes from each training clip scored against the other two
+    assert np.isfinite(tt.threshold) and tt.threshold > 0
+
+
+@pytest.mark.parametrize("rule", ["knn_err", "knn_enc"])
+def test_unet_neighbour_rules_find_anomalies(rule):
+    rng = np.random.default_rng(4)
+    cfg = preset("tiny", {"rule": rule, "epochs": "3"})
+    tt = train_type([harmonic_tone(rng, 3.0) for _ in range(16)], cfg)
+    assert tt.fitted.state["bank.bank"].shape[0] == 16  # every training clip in the bank
+    scorer = Scorer({"hum": tt.artifact("hum")})
+    normal = [scorer.score_wav("hum", harmonic_tone(rng, 3.0)).score for _ in range(8)]
+    anomalous = [scorer.score_wav("hum", a(rng, harmonic_tone(rng, 3.0))).score for a in ANOMALIES for _ in range(3)]
+    assert _auc(normal, anomalous) >= 0.8
+
+
+def test_bf16_ranks_clips_like_fp32():
+    """bf16 autocast + channels_last must not change the answer: scores rank as in fp32."""
+    from asd_core.synth import plan_archive, render_plan
+
+    plans = plan_archive(["valve"], 12, 2, 6, 10.0, seed=0)
+    train = [render_plan(q) for q in plans if q.name.split == "train"]
+    test = [render_plan(q) for q in plans if q.name.split == "test"]
+    cfg = preset("tiny", {"epochs": "2", "precision": "fp32", "channels_last": "false"})
+    tt = train_type(train, cfg)
+    art = tt.artifact("valve")
+    fp32 = Scorer({"valve": art})
+    art_bf = tt.artifact("valve")
+    art_bf.config = cfg.override({"precision": "bf16", "channels_last": "true"})
+    bf16 = Scorer({"valve": art_bf})
+    a = [fp32.score_wav("valve", w).score for w in test]
+    b = [bf16.score_wav("valve", w).score for w in test]
+    assert spearmanr(a, b).statistic >= 0.999
+    assert np.allclose(a, b, rtol=0.02)
