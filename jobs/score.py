@@ -49,7 +49,6 @@ import logging
 import math
 import os
 import posixpath
-import re
 import time
 import uuid
 from collections import Counter, defaultdict
@@ -64,6 +63,7 @@ from asd_core import results
 from asd_core.artifact import list_artifacts, read_meta
 from asd_core.detector import ListedClip, list_archive
 from asd_core.results import STATUS_ERROR, STATUS_OK
+from asd_core.runs import validate_run_id
 from asd_core.storage import Location, open_location, pyarrow_filesystem, read_bytes, read_many, write_bytes
 
 log = logging.getLogger("jobs.score")
@@ -72,7 +72,6 @@ SUCCESS = "_SUCCESS"
 STAGING = "_staging"
 DECODE_BATCH = 8  # clips per decode task batch: bounds raw bytes held per task
 DEFAULT_BATCH = 16  # clips per scoring call
-_RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
 # Rows between the stages carry the score columns plus the tiles.
 _INTERNAL_SCHEMA = results.SCORE_SCHEMA.append(pa.field("tiles", pa.large_binary()))
@@ -341,8 +340,7 @@ def run_scoring(
 
     t0 = time.perf_counter()
     run_id = run_id or new_run_id()
-    if not _RUN_ID.match(run_id):
-        raise ValueError(f"run id {run_id!r}: use letters, digits, '.', '_' and '-' (no '=' or '/')")
+    validate_run_id(run_id)
     data = open_location(data_uri, endpoint_url)
     models_loc = open_location(models_uri, endpoint_url)
     out = open_location(out_uri, endpoint_url)

@@ -44,6 +44,7 @@ import torch
 from asd_core.artifact import list_artifacts, save_artifact
 from asd_core.config import PRESETS, ASDConfig, parse_overrides, preset
 from asd_core.detector import list_archive, machine_types, threshold_from_training
+from asd_core.runs import validate_run_id
 from asd_core.storage import Location, ensure_bucket, open_location, pyarrow_filesystem, read_bytes, write_bytes
 from asd_core.training import train_epoch
 from asd_core.trainprep import prepare_type, select_training_clips
@@ -357,6 +358,8 @@ def run_training(
     """
     import ray
 
+    if run_name is not None:
+        validate_run_id(run_name, "run name")
     data_loc = open_location(data_uri, endpoint_url)
     models_loc = open_location(models_uri, endpoint_url)
     ensure_bucket(models_loc)
@@ -490,6 +493,12 @@ def main(argv: list[str] | None = None) -> int:
         config = preset(args.preset, parse_overrides(args.set))
     except (KeyError, ValueError) as e:
         parser.error(str(e).strip("'\""))
+    if args.run_name is not None:
+        try:
+            validate_run_id(args.run_name, "--run-name")
+        except ValueError as e:  # before Ray starts: the name becomes a folder under MODELS_URI
+            log.error("%s", e)
+            return 2
     try:
         with ray_session(args.address, args.endpoint_url):
             manifest = run_training(
