@@ -81,9 +81,10 @@ ERROR_REASONS = {
     "decode_failed": "unexpected error while decoding or featurising",
     "score_failed": "unexpected error while scoring",
 }
-# Reasons that may go away on a retry: incremental runs score these clips again.
-# Every other reason is a property of the bytes (or of the missing model, which is
-# part of the incremental key), so the same clip fails the same way again.
+# Reasons that may go away on a retry: incremental runs score these clips again
+# (``bad_model`` too: an artifact restored from a backup keeps its id). Every other
+# reason is a property of the bytes (or of the missing model, which is part of the
+# incremental key), so the same clip fails the same way again.
 TRANSIENT_REASONS = frozenset({"read_failed", "decode_failed", "score_failed", "bad_model"})
 
 

@@ -33,9 +33,9 @@ Output layout under OUT_URI::
     metrics/<run_id>/summary.json    the run summary
     submission/<run_id>/anomaly_score_<m>_section_<ss>_test.csv, decision_result_...
 
-Incremental runs (``--incremental``) skip clips whose (path, size, model id) already has
+Incremental runs (``--incremental``) skip clips whose (path, size, fingerprint, model id) already has
 a final row in a published run of the same split and K (an ok row, or an error that a
-retry cannot fix; read failures are retried). A run publishes all or nothing: a run
+retry cannot fix; read failures and bad artifacts are retried). A run publishes all or nothing: a run
 that crashed left only staging files, so its re-run scores what no published run holds. Their metrics and submission cover every listed clip: this
 run's rows plus the earlier rows they skipped, so a crashed night re-run with
 ``--incremental`` yields the same metrics as one clean run.
