@@ -13,13 +13,21 @@ class AudioDecodeError(ValueError):
     """A clip that cannot be turned into usable audio; ``reason`` says why.
 
     Reasons: ``empty``, ``unreadable`` (not audio, truncated header, unknown
-    format), ``non_finite`` (NaN/Inf samples), ``too_short``, ``silent``.
+    format), ``non_finite`` (NaN/Inf samples), ``too_short``, ``silent`` (digital
+    silence: peak below :data:`SILENCE_PEAK`).
     """
 
     def __init__(self, reason: str, detail: str):
         super().__init__(f"{reason}: {detail}")
         self.reason = reason
         self.detail = detail
+
+
+# Peak (full scale = 1) below which a clip is digital silence: under half a 16-bit LSB
+# (3.05e-5), so a zeroed recorder output is caught while 1-LSB dither is still audio.
+# Silence has no spectrum to reconstruct: its log-mel is the floor everywhere and
+# scores hundreds of times a normal clip.
+SILENCE_PEAK = 1e-5
 
 
 def decode(data: bytes, sample_rate: int = 16000, min_seconds: float = 0.0) -> np.ndarray:
@@ -29,6 +37,11 @@ def decode(data: bytes, sample_rate: int = 16000, min_seconds: float = 0.0) -> n
     with torchaudio (band-limited sinc). Returns ``[T]`` float32 in [-1, 1].
     Raises :class:`AudioDecodeError` for anything that is not usable audio.
     """
+    return decode_with_rate(data, sample_rate, min_seconds)[0]
+
+
+def decode_with_rate(data: bytes, sample_rate: int = 16000, min_seconds: float = 0.0) -> tuple[np.ndarray, int]:
+    """:func:`decode`, also returning the file's own sample rate (Hz)."""
     if not data:
         raise AudioDecodeError("empty", "0 bytes")
     missing = _wav_missing_bytes(data)
@@ -48,12 +61,15 @@ def decode(data: bytes, sample_rate: int = 16000, min_seconds: float = 0.0) -> n
     if not np.isfinite(x).all():
         raise AudioDecodeError("non_finite", "NaN or Inf samples")
     mono = x.mean(axis=1) if x.shape[1] > 1 else x[:, 0]
+    peak = float(np.abs(mono).max())
+    if peak < SILENCE_PEAK:
+        raise AudioDecodeError("silent", f"peak {peak:.2e} of full scale: digital silence")
     if rate != sample_rate:
         mono = resample(mono, rate, sample_rate)
     seconds = mono.shape[0] / sample_rate
     if seconds < min_seconds:
         raise AudioDecodeError("too_short", f"{seconds:.3f} s < {min_seconds:.3f} s")
-    return np.ascontiguousarray(mono, dtype=np.float32)
+    return np.ascontiguousarray(mono, dtype=np.float32), int(rate)
 
 
 def _wav_missing_bytes(data: bytes) -> int:

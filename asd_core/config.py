@@ -29,6 +29,7 @@ class FeatureConfig:
     n_mels: int = 64  # tile height
     f_min: float = 0.0  # Hz
     f_max: float = 8000.0  # Hz
+    freq_scale: str = "mel"  # "mel" (log-mel) or "linear" (log spectrogram in n_mels linear bands)
     tile_frames: int = 64  # tile width in frames (~1.0 s)
     train_tile_hop: int = 32  # frames between training tiles (overlap = more tiles)
     score_tile_hop: int = 64  # frames between scoring tiles (no overlap)

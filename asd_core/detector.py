@@ -18,7 +18,7 @@ from .audio import decode
 from .config import ASDConfig
 from .dcase import AUDIO_SUFFIXES, ClipName, ClipNameError, parse_path
 from .kinds import Fitted, fit_kind, get_kind
-from .storage import Location
+from .storage import Location, fingerprint
 
 
 # ---------------------------------------------------------------- archive listing
@@ -29,14 +29,17 @@ class ListedClip:
     clip: ClipName | None  # None when the name could not be parsed
     error: str = ""
     machine_type: str = ""  # folder name, known even when the file name is not DCASE
+    fingerprint: str = ""  # storage.fingerprint: ETag (S3) or mtime (local)
+    reason: str = "bad_name"  # error reason when clip is None: bad_name / unsupported_format
 
 
 def list_archive(loc: Location, split: str | None = "test", machines: Sequence[str] | None = None) -> list[ListedClip]:
-    """Every audio file under ``<loc>/<machine_type>/<split>/``, sorted by path.
+    """Every file under ``<loc>/<machine_type>/<split>/`` (sub-folders included), sorted by path.
 
     Machine types are whatever folders the archive holds (optionally filtered by
-    ``machines``). A file whose name is not a DCASE name is listed with ``error``
-    set, never dropped.
+    ``machines``). Nothing is dropped: a file that is not .wav/.flac is listed with
+    reason ``unsupported_format``, one in a sub-folder of the split or with a
+    non-DCASE name with ``bad_name``, each with ``error`` set.
     """
     out: list[ListedClip] = []
     splits = [split] if split else ["train", "test"]
@@ -48,16 +51,18 @@ def list_archive(loc: Location, split: str | None = "test", machines: Sequence[s
             d = f"{mt_path.rstrip('/')}/{sp}"
             if not loc.fs.isdir(d):
                 continue
-            for info in sorted(loc.fs.ls(d, detail=True), key=lambda i: i["name"]):
+            for name, info in sorted(loc.fs.find(d, detail=True).items()):
                 if info.get("type") != "file":
                     continue
-                name = info["name"]
+                size, fp = int(info.get("size") or 0), fingerprint(info)
                 if not name.lower().endswith(AUDIO_SUFFIXES):
+                    out.append(ListedClip(name, size, None, f"{name!r}: not a .wav or .flac file", mt, fp,
+                                          "unsupported_format"))
                     continue
                 try:
-                    out.append(ListedClip(name, int(info.get("size") or 0), parse_path(name), machine_type=mt))
+                    out.append(ListedClip(name, size, parse_path(name), machine_type=mt, fingerprint=fp))
                 except ClipNameError as e:
-                    out.append(ListedClip(name, int(info.get("size") or 0), None, str(e), machine_type=mt))
+                    out.append(ListedClip(name, size, None, str(e), machine_type=mt, fingerprint=fp))
     return out
 
 

@@ -31,6 +31,18 @@ class LogMel(torch.nn.Module):
         super().__init__()
         import torchaudio
 
+        if cfg.freq_scale == "linear":  # the report's "log" spectrogram: linear bands
+            self.mel = torch.nn.Sequential(
+                torchaudio.transforms.Spectrogram(
+                    n_fft=cfg.n_fft, win_length=cfg.win_length, hop_length=cfg.hop_length, power=2.0
+                ),
+                _Bands(torchaudio.functional.linear_fbanks(
+                    cfg.n_fft // 2 + 1, cfg.f_min, cfg.f_max, cfg.n_mels, cfg.sample_rate
+                )),
+            )
+            return
+        if cfg.freq_scale != "mel":
+            raise ValueError(f"freq_scale must be 'mel' or 'linear', got {cfg.freq_scale!r}")
         self.mel = torchaudio.transforms.MelSpectrogram(
             sample_rate=cfg.sample_rate,
             n_fft=cfg.n_fft,
@@ -44,6 +56,17 @@ class LogMel(torch.nn.Module):
 
     def forward(self, wav: torch.Tensor) -> torch.Tensor:
         return 10.0 * torch.log10(self.mel(wav).clamp_min(_EPS_POWER))
+
+
+class _Bands(torch.nn.Module):
+    """``[..., n_freqs, frames]`` power -> ``[..., n_bands, frames]`` through a filter bank."""
+
+    def __init__(self, fb: torch.Tensor):  # [n_freqs, n_bands]
+        super().__init__()
+        self.register_buffer("fb", fb)
+
+    def forward(self, spec: torch.Tensor) -> torch.Tensor:
+        return torch.matmul(spec.transpose(-1, -2), self.fb).transpose(-1, -2)
 
 
 _LOGMEL_CACHE: dict[tuple, LogMel] = {}

@@ -21,6 +21,7 @@ from __future__ import annotations
 import csv
 import dataclasses
 import io
+import logging
 import posixpath
 import re
 from collections.abc import Iterable, Sequence
@@ -31,6 +32,8 @@ import pandas as pd
 import pyarrow as pa
 
 from .metrics import SectionMetrics, official_score, section_metrics
+
+log = logging.getLogger(__name__)
 
 # ---------------------------------------------------------------- schema
 SCORE_SCHEMA = pa.schema(
@@ -49,7 +52,9 @@ SCORE_SCHEMA = pa.schema(
         pa.field("model_kind", pa.string()),  # "unet" / "baseline-ae" / "knn"; "" without a model
         pa.field("n_tiles", pa.int32()),  # feature rows scored (U-Net: 64x64 tiles)
         pa.field("duration_s", pa.float64()),  # decoded length, seconds
-        pa.field("size", pa.int64()),  # object size in bytes (incremental key with path, model_id)
+        pa.field("size", pa.int64()),  # object size in bytes (incremental key with path, fingerprint, model_id)
+        pa.field("fingerprint", pa.string()),  # "etag:<ETag>" on S3, "mtime:<ns>" on local disks
+        pa.field("source_sample_rate", pa.int32()),  # the file's own rate (Hz), before resampling
         pa.field("status", pa.string()),  # "ok" / "error"
         pa.field("error_reason", pa.string()),  # short code, see ERROR_REASONS
         pa.field("error", pa.string()),  # human-readable message
@@ -66,19 +71,23 @@ STATUS_ERROR = "error"
 ERROR_REASONS = {
     "bad_name": "not a DCASE 2023 Task 2 file name",
     "no_model": "no model artifact for the clip's machine type",
+    "bad_model": "the type's model artifact cannot be loaded or used (the error names its path)",
+    "unsupported_format": "not a .wav or .flac file",
     "read_failed": "the object could not be read from storage",
     "empty": "0 bytes or no samples",
     "unreadable": "not audio, truncated or an unknown format",
     "non_finite": "NaN or Inf samples",
     "too_short": "shorter than one tile",
-    "silent": "silent clip",
+    "silent": "digital silence (peak below 1e-5 of full scale)",
+    "low_sample_rate": "the source rate cannot fill the mel range (rate / 2 < f_max)",
     "decode_failed": "unexpected error while decoding or featurising",
     "score_failed": "unexpected error while scoring",
 }
-# Reasons that may go away on a retry: incremental runs score these clips again.
-# Every other reason is a property of the bytes (or of the missing model, which is
-# part of the incremental key), so the same clip fails the same way again.
-TRANSIENT_REASONS = frozenset({"read_failed", "decode_failed", "score_failed"})
+# Reasons that may go away on a retry: incremental runs score these clips again
+# (``bad_model`` too: an artifact restored from a backup keeps its id). Every other
+# reason is a property of the bytes (or of the missing model, which is part of the
+# incremental key), so the same clip fails the same way again.
+TRANSIENT_REASONS = frozenset({"read_failed", "decode_failed", "score_failed", "bad_model"})
 
 
 def empty_scores() -> pa.Table:
@@ -357,25 +366,36 @@ def official_score_values(values: Sequence[float]) -> float:
 
 # ---------------------------------------------------------------- submission
 def submission_files(df: pd.DataFrame) -> dict[str, str]:
-    """DCASE submission CSVs of the ok test rows, by file name.
+    """DCASE submission CSVs of every test clip with a section, by file name.
 
     ``anomaly_score_<machine>_section_<ss>_test.csv``: ``file_name,score`` and
     ``decision_result_<machine>_section_<ss>_test.csv``: ``file_name,0|1``; no header,
-    rows sorted by file name.
+    rows sorted by file name. The official evaluator refuses a section whose CSV misses
+    a test file, so error clips are written too: with the section's highest ok score
+    (0.0 when it has none) and decision 1, i.e. ranked and flagged as anomalous (a clip
+    that could not be scored is one a person should look at). A warning says how many.
     """
     out: dict[str, str] = {}
     if df.empty:
         return out
-    ok = df[(df["status"] == STATUS_OK) & (df["split"] == "test") & df["section"].notna()]
-    for (mt, sec), g in ok.groupby(["machine_type", "section"], sort=True):
+    test = df[(df["split"] == "test") & df["section"].notna()]
+    n_filled = 0
+    for (mt, sec), g in test.groupby(["machine_type", "section"], sort=True):
         g = g.sort_values("file_name")
+        ok = g["status"] == STATUS_OK
+        fill = float(g.loc[ok, "anomaly_score"].max()) if ok.any() else 0.0
+        n_filled += int((~ok).sum())
         scores, decisions = io.StringIO(), io.StringIO()
         ws, wd = csv.writer(scores, lineterminator="\n"), csv.writer(decisions, lineterminator="\n")
-        for name, s, d in zip(g["file_name"], g["anomaly_score"], g["decision"], strict=True):
-            ws.writerow([name, repr(float(s))])
-            wd.writerow([name, int(d)])
+        for name, good, s, d in zip(g["file_name"], ok, g["anomaly_score"], g["decision"], strict=True):
+            ws.writerow([name, repr(float(s)) if good else repr(fill)])
+            wd.writerow([name, int(d) if good else 1])
         out[f"anomaly_score_{mt}_section_{sec}_test.csv"] = scores.getvalue()
         out[f"decision_result_{mt}_section_{sec}_test.csv"] = decisions.getvalue()
+    if n_filled:
+        log.warning(
+            "submission: %d error clip(s) written with their section's highest score and decision 1", n_filled
+        )
     return out
 
 

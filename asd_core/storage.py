@@ -80,6 +80,21 @@ def pyarrow_filesystem(loc: Location):
     return pafs.PyFileSystem(pafs.FSSpecHandler(loc.fs))
 
 
+def fingerprint(info: dict[str, Any]) -> str:
+    """What changes when an object is replaced, from fsspec listing info: the ETag on
+    S3 (content hash for simple uploads), the modification time (ns) on local disks;
+    "" when the filesystem gives neither. With the size it keys incremental runs."""
+    etag = info.get("ETag") or info.get("etag")
+    if etag:
+        return f"etag:{str(etag).strip(chr(34))}"
+    mtime = info.get("mtime") or info.get("LastModified") or info.get("last_modified")
+    if mtime is None:
+        return ""
+    if hasattr(mtime, "timestamp"):
+        mtime = mtime.timestamp()
+    return f"mtime:{round(float(mtime) * 1e9)}"
+
+
 def read_bytes(loc: Location, path: str) -> bytes:
     return loc.fs.cat_file(path)
 

@@ -15,6 +15,7 @@ float32) for the threshold and the neighbour bank of the ``knn_*`` scoring rules
 from __future__ import annotations
 
 import logging
+import posixpath
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -70,7 +71,11 @@ def select_training_clips(listed: Sequence[ListedClip]) -> tuple[list[str], list
     keep: list[str] = []
     skipped: list[tuple[str, str]] = []
     for c in listed:
-        if c.clip is not None and c.clip.label == "anomaly":
+        if c.clip is None and c.reason != "bad_name":
+            skipped.append((c.path, c.error))
+        elif posixpath.basename(posixpath.dirname(c.path)) != "train":
+            skipped.append((c.path, "in a sub-folder of the train folder"))
+        elif c.clip is not None and c.clip.label == "anomaly":
             skipped.append((c.path, "labelled anomaly in a train folder"))
         else:
             keep.append(c.path)

@@ -13,12 +13,13 @@ maps and encoder features, so every scoring rule is evaluated on the same model:
 - ``mse``: the report's mean masked MSE (over masks, then tiles); ``mse_max``: max
   over tiles;
 - ``zerr``: log error per mel band, z-scored against the training clips, mean z^2;
-- ``knn_err``: k-NN distance (k=5) of the log error per band (mean and max over
-  tiles) to the training clips';
-- ``knn_enc``: k-NN distance (k=5, ``knn_enc1``: k=1) of the encoder's features
-  (each level's channels x bands, mean and std over time, averaged over tiles);
-- ``knn_enc_tile``: each tile's distance to its nearest training tile in encoder
-  space, max over the clip's tiles.
+- ``knn_err``: k-NN distance (k=5; ``_k1``: k=1) of the log error per band (mean
+  and max over tiles) to the training clips'; ``knn_err3`` adds the error's spread
+  over time;
+- ``knn_enc``: k-NN distance of the encoder's features (each level's channels x
+  bands, mean and std over time, averaged over tiles); ``knn_enc0`` the first level
+  only (ConvIn), ``knn_encb`` the bottleneck only, ``knn_enc0_err`` ConvIn + the
+  error profile.
 
 References on the same clips: ``knn-ref`` (log-mel mean/std per band, k=5) and the
 baseline autoencoder (``ae-mse``, ``ae-maha``). One JSON line per (type, seed,
@@ -38,7 +39,7 @@ import torch
 
 from asd_core.baseline_ae import ae_scores, fit_ae, frame_vectors
 from asd_core.config import parse_overrides, preset
-from asd_core.detector import train_type
+from asd_core.detector import Scorer, train_type
 from asd_core.features import clip_tiles
 from asd_core.masks import RandomMaskSource
 from asd_core.metrics import section_metrics
@@ -57,61 +58,79 @@ def hmean(vals) -> float:
 
 
 @torch.inference_mode()
-def encoder_embedding(model, tiles: torch.Tensor, cfg) -> torch.Tensor:
-    """``[N, H, W]`` normalised tiles -> ``[N, D]``: per encoder level, channels x bands,
-    mean and std over time."""
-    out = []
+def encoder_levels(model, tiles: torch.Tensor, cfg) -> list[torch.Tensor]:
+    """``[N, H, W]`` normalised tiles -> per encoder level ``[N, 2 * C * F]``: channels x
+    bands, mean and std over time."""
+    out: list[list[torch.Tensor]] = []
     for start in range(0, tiles.shape[0], 256):
         x = prepare_input(tiles[start : start + 256, None], cfg.model.channels_last)
         with autocast("cpu", cfg.model.precision):
             feats = model.encode(x)
-        parts = []
-        for f in feats:
+        for i, f in enumerate(feats):
             f = f.float()
-            parts += [f.mean(-1).flatten(1), f.std(-1).flatten(1)]
-        out.append(torch.cat(parts, 1))
-    return torch.cat(out)
+            if len(out) <= i:
+                out.append([])
+            out[i].append(torch.cat([f.mean(-1).flatten(1), f.std(-1).flatten(1)], 1))
+    return [torch.cat(o) for o in out]
 
 
-def unet_views(tt, wavs, cfg, masks):
-    """Per clip: report score, max-tile score, band error profile, encoder features."""
-    model = tt.model.eval()
-    if cfg.model.channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    tiles = [tt.normalizer(clip_tiles(w, cfg.features, train=False)) for w in wavs]
+def unet_views(tt, wavs, cfg, masks) -> dict[str, np.ndarray]:
+    """Per clip: report score, max-tile score, band error profiles (log mean and max over
+    tiles; signed residual), encoder features per level (mean over tiles)."""
+    det = Scorer({"x": tt.artifact("x")}).detectors["x"]
+    model = det.model
+    tiles = [det_features(tt, w, cfg) for w in wavs]
     counts = [t.shape[0] for t in tiles]
     allt = torch.cat(tiles)
     per_tile, maps = score_tiles(
         model, allt, masks, forward_batch=cfg.score.forward_batch, fill=cfg.masks.fill,
         precision=cfg.model.precision, channels_last=cfg.model.channels_last, error_maps=True,
     )
-    band = maps.mean(-1)  # [N, H]: error per band, averaged over time
-    enc = encoder_embedding(model, allt, cfg)
-    views = defaultdict(list)
+    band = maps.mean(-1)  # [N, H]
+    levels = encoder_levels(model, allt, cfg)
+    views: dict[str, list] = defaultdict(list)
     off = 0
     for c in counts:
         sl = slice(off, off + c)
         off += c
         views["mse"].append(float(per_tile[sl].mean()))
         views["mse_max"].append(float(per_tile[sl].max()))
-        views["err"].append(torch.cat([band[sl].mean(0), band[sl].max(0).values]).clamp_min(1e-8).log().numpy())
-        views["enc"].append(enc[sl].mean(0).numpy())
-        views["enc_tiles"].append(enc[sl].numpy())
-    return views
+        views["err_mean"].append(band[sl].mean(0).clamp_min(1e-8).log().numpy())
+        views["err_max"].append(band[sl].max(0).values.clamp_min(1e-8).log().numpy())
+        views["err_tstd"].append(maps[sl].std(-1).mean(0).clamp_min(1e-8).log().numpy())  # per band, over time
+        for i, lv in enumerate(levels):
+            views[f"enc{i}"].append(lv[sl].mean(0).numpy())
+    return {k: np.asarray(v) for k, v in views.items()}
 
 
-def rule_scores(train_v, test_v) -> dict[str, np.ndarray]:
-    out = {"mse": np.array(test_v["mse"]), "mse_max": np.array(test_v["mse_max"])}
-    tr_err, te_err = np.stack(train_v["err"]), np.stack(test_v["err"])
-    h = tr_err.shape[1] // 2
-    mu, sd = tr_err[:, :h].mean(0), tr_err[:, :h].std(0) + 1e-6
-    out["zerr"] = (((te_err[:, :h] - mu) / sd) ** 2).mean(1)
-    out["knn_err"] = NeighbourBank.fit(tr_err, k=5).score(te_err)
-    tr_enc, te_enc = np.stack(train_v["enc"]), np.stack(test_v["enc"])
-    out["knn_enc"] = NeighbourBank.fit(tr_enc, k=5).score(te_enc)
-    out["knn_enc1"] = NeighbourBank.fit(tr_enc, k=1).score(te_enc)
-    bank = NeighbourBank.fit(np.concatenate(train_v["enc_tiles"]), k=1)
-    out["knn_enc_tile"] = np.array([bank.score(t).max() for t in test_v["enc_tiles"]])
+def det_features(tt, wav, cfg) -> torch.Tensor:
+    from asd_core.features import Normalizer
+
+    return Normalizer.from_dict(tt.fitted.extras["normalizer"])(clip_tiles(wav, cfg.features, train=False))
+
+
+def knn(tr: np.ndarray, te: np.ndarray, k: int) -> np.ndarray:
+    return NeighbourBank.fit(tr, k=k).score(te)
+
+
+def rule_scores(tr: dict[str, np.ndarray], te: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Every scoring rule of the study from the train and test clips' views."""
+    out = {"mse": te["mse"], "mse_max": te["mse_max"]}
+    mu, sd = tr["err_mean"].mean(0), tr["err_mean"].std(0) + 1e-6
+    out["zerr"] = (((te["err_mean"] - mu) / sd) ** 2).mean(1)
+    cat = lambda v, keys: np.concatenate([v[k] for k in keys], 1)  # noqa: E731
+    err = ["err_mean", "err_max"]
+    out["knn_err"] = knn(cat(tr, err), cat(te, err), 5)
+    out["knn_err_k1"] = knn(cat(tr, err), cat(te, err), 1)
+    err3 = ["err_mean", "err_max", "err_tstd"]
+    out["knn_err3"] = knn(cat(tr, err3), cat(te, err3), 5)
+    encs = sorted(k for k in tr if k.startswith("enc"))
+    out["knn_enc"] = knn(cat(tr, encs), cat(te, encs), 5)
+    out["knn_enc_k1"] = knn(cat(tr, encs), cat(te, encs), 1)
+    out["knn_enc0"] = knn(tr["enc0"], te["enc0"], 5)
+    out["knn_enc0_k1"] = knn(tr["enc0"], te["enc0"], 1)
+    out["knn_encb"] = knn(tr[encs[-1]], te[encs[-1]], 5)
+    out["knn_enc0_err"] = knn(cat(tr, ["enc0", *err]), cat(te, ["enc0", *err]), 5)
     return out
 
 
@@ -155,12 +174,18 @@ def run_one(mt: str, seed: int, variants: dict[str, dict], args, emit) -> None:
         )
         t0 = time.perf_counter()
         tr_v, te_v = unet_views(tt, w_train, cfg, masks), unet_views(tt, w_test, cfg, masks)
+        if args.views_dir:
+            np.savez_compressed(
+                f"{args.views_dir}/{mt}_s{seed}_{vname}.npz", y=y, d=d,
+                **{f"tr_{k}": v for k, v in tr_v.items()}, **{f"te_{k}": v for k, v in te_v.items()},
+            )
         for rule, s in rule_scores(tr_v, te_v).items():
             emit({**base, "variant": vname, "rule": rule, **metrics(y, d, s), "train_s": t_train,
                   "score_s": time.perf_counter() - t0, "final_loss": tt.summary["losses"][-1]})
 
 
 def summarise(rows: list[dict]) -> str:
+    rows = list({(r["machine_type"], r["seed"], r["variant"], r["rule"]): r for r in rows}.values())  # last wins
     by = defaultdict(lambda: defaultdict(list))  # (variant, rule) -> type -> [hmean per seed]
     allv = defaultdict(list)
     for r in rows:
@@ -194,6 +219,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--skip-refs", action="store_true")
     p.add_argument("--threads", type=int, default=1, help="torch threads (1: other work shares the machine)")
     p.add_argument("--out", default="study.jsonl")
+    p.add_argument("--views-dir", default=None, help="save each model's clip views (.npz) to re-score offline")
     p.add_argument("--summarise", default=None, metavar="FILE")
     args = p.parse_args(argv)
     if args.summarise:

@@ -12,9 +12,10 @@ import asd_core
 COMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("jobs.demo", "run the whole system locally: S3 server, Ray, synth, train, score, report"),
     "synth": ("jobs.synth", "write a synthetic machine-sound archive in the DCASE 2023 layout"),
-    "train": ("jobs.train", "train one U-Net per machine type on Ray Train"),
+    "train": ("jobs.train", "train one model (unet, baseline-ae or knn) per machine type on Ray Train"),
     "score": ("jobs.score", "score an archive with Ray Data into Parquet, metrics and submission CSVs"),
-    "report": ("jobs.report", "print the metrics table of a scoring output and plot ROC curves"),
+    "report": ("jobs.report", "print the metrics table of a scoring output (model kinds side by side) and plot ROC curves"),
+    "sweep": ("jobs.sweep", "train and score machine types under many configurations on Ray Tune"),
     "version": ("", "print the version"),
 }
 

@@ -9,18 +9,46 @@ import logging
 import os
 import sys
 
-# Environment a Ray worker needs to reach the same object store as the driver. Only
-# names are forwarded here; values come from the submitting shell and are never logged.
+# Settings a Ray worker needs to reach the same object store as the driver, forwarded
+# through the runtime env. Only non-secret ones: Ray writes a job's runtime env to its
+# logs (runtime_env_agent.log, the dashboard). Credentials reach workers the way they
+# reach any process on a Ray node: the node's AWS chain (instance profile, mounted
+# ~/.aws/credentials, the environment the raylet was started with). A local cluster
+# started by this driver inherits the driver's environment, secrets included.
 _FORWARD_ENV = (
     "AWS_ENDPOINT_URL",
     "AWS_ENDPOINT_URL_S3",
-    "AWS_ACCESS_KEY_ID",
-    "AWS_SECRET_ACCESS_KEY",
-    "AWS_SESSION_TOKEN",
     "AWS_DEFAULT_REGION",
     "AWS_REGION",
     "AWS_PROFILE",
 )
+
+
+class ResourcesUnavailable(RuntimeError):
+    """The cluster cannot provide what a job asks for, now or after autoscaling."""
+
+
+def require_resources(need: dict[str, float], what: str) -> None:
+    """Fail fast when the cluster has less than ``need`` (e.g. ``{"GPU": 1}``) of a
+    resource and no autoscaler configured to add nodes that have it; waiting would
+    hang forever ("pending 4 GPU")."""
+    import ray
+    from ray._private.state import state  # what Ray Train itself consults (worker_group.py)
+
+    have = ray.cluster_resources()
+    missing = {k: v for k, v in need.items() if v > 0 and have.get(k, 0.0) < v}
+    if not missing:
+        return
+    try:
+        max_cfg = state.get_max_resources_from_cluster_config()  # None: no autoscaler config
+    except Exception:  # noqa: BLE001 - an older or partial cluster: treat as none
+        max_cfg = None
+    short = {k: v for k, v in missing.items() if not max_cfg or (max_cfg.get(k) or 0) < v}
+    if short:
+        detail = ", ".join(f"{v:g} {k} (the cluster has {have.get(k, 0.0):g}" + (
+            f", its autoscaler at most {max_cfg.get(k) or 0:g})" if max_cfg else ", no autoscaler can add more)"
+        ) for k, v in short.items())
+        raise ResourcesUnavailable(f"{what} needs {detail}")
 
 
 def add_storage_args(p: argparse.ArgumentParser) -> None:
@@ -47,7 +75,8 @@ def parse_machines(value: str | None) -> list[str] | None:
 
 
 def init_ray(address: str | None, endpoint_url: str | None = None):
-    """Connect to (or start) Ray, forwarding the object-store environment to workers."""
+    """Connect to (or start) Ray, forwarding the object-store settings (never
+    credentials, see ``_FORWARD_ENV``) to workers."""
     import ray
 
     env = {k: os.environ[k] for k in _FORWARD_ENV if k in os.environ}

@@ -1,10 +1,13 @@
 """Run the whole system on this machine, on the same code paths a cluster uses.
 
 An embedded S3-compatible server (moto) on 127.0.0.1 and a local Ray cluster are
-started; a synthetic archive is generated into a bucket; one U-Net per machine type
-is trained concurrently on Ray Train (models and checkpoints in the bucket); the
-test clips are scored on Ray Data; scores, metrics, submission CSVs and plots are
-written under ``--workdir`` so they outlive the demo. Ctrl-C stops everything.
+started; a synthetic archive is generated into a bucket; for each model kind (the
+U-Net, the official autoencoder baseline, the nearest-neighbour reference) one model
+per machine type is trained concurrently on Ray Train (models and checkpoints in the
+bucket, one models URI per kind) and the test clips are scored on Ray Data into one
+output; the report puts the kinds side by side. Scores, metrics, submission CSVs and
+plots are written under ``--workdir`` so they outlive the demo. Ctrl-C stops
+everything.
 """
 
 from __future__ import annotations
@@ -29,7 +32,8 @@ SIZES = {
 }
 # CPU settings of the tiny preset for the demo: enough epochs to learn the machines,
 # few enough tiles per type that seven types train in minutes on two cores.
-CPU_OVERRIDES = {"epochs": 10, "max_train_tiles": 480, "n_masks": 16}
+CPU_OVERRIDES = {"epochs": 10, "max_train_tiles": 480, "n_masks": 16, "ae_epochs": 30}
+KINDS = ("unet", "baseline-ae", "knn")
 DEMO_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "demo", "AWS_SECRET_ACCESS_KEY": "demo", "AWS_DEFAULT_REGION": "us-east-1"}
 
 
@@ -45,11 +49,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--machines", default=None, help="comma-separated machine types (default: all seven)")
     p.add_argument("--size", choices=sorted(SIZES), default="small", help="archive size (default: small)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--models", default=",".join(KINDS), help=f"model kinds to train and compare (default {','.join(KINDS)})")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config field")
     return p
 
 
-def run_demo(workdir: str, machines: list[str] | None, size: str, seed: int = 0, overrides: dict | None = None) -> int:
+def run_demo(
+    workdir: str,
+    machines: list[str] | None,
+    size: str,
+    seed: int = 0,
+    overrides: dict | None = None,
+    kinds: list[str] | None = None,
+) -> int:
     import torch
     from moto.server import ThreadedMotoServer
 
@@ -59,7 +71,8 @@ def run_demo(workdir: str, machines: list[str] | None, size: str, seed: int = 0,
     from jobs.train import run_training
 
     gpus = torch.cuda.device_count()
-    cfg = preset("report") if gpus else preset("tiny", CPU_OVERRIDES)
+    cfg = preset("default") if gpus else preset("tiny", CPU_OVERRIDES)
+    kinds = kinds or list(KINDS)
     if overrides:
         cfg = cfg.override(overrides)
     machines = machines or list(MACHINE_TYPES)
@@ -71,7 +84,7 @@ def run_demo(workdir: str, machines: list[str] | None, size: str, seed: int = 0,
     server.start()
     endpoint = f"http://127.0.0.1:{port}"
     os.environ.update({**DEMO_CREDENTIALS, "AWS_ENDPOINT_URL": endpoint})
-    data_uri, models_uri = "s3://asd-demo-data/dcase2023", "s3://asd-demo-models/unet"
+    data_uri, models_root = "s3://asd-demo-data/dcase2023", "s3://asd-demo-models"
     out_uri = str(out_dir / "out")
     t_all = time.perf_counter()
     timings: dict[str, float] = {}
@@ -86,29 +99,39 @@ def run_demo(workdir: str, machines: list[str] | None, size: str, seed: int = 0,
         timings["synth"] = time.perf_counter() - t0
         print(f"[demo] archive written to {data_uri} in {timings['synth']:.0f} s", flush=True)
 
-        t0 = time.perf_counter()
-        manifest = run_training(
-            data_uri, models_uri, config=cfg, machines=machines, gpus_per_worker=1.0 if gpus else 0.0,
-            endpoint_url=endpoint,
-        )
-        timings["train"] = time.perf_counter() - t0
-        ok = sorted(m for m, e in manifest["types"].items() if e["status"] == "ok")
-        print(f"[demo] trained {len(ok)}/{len(machines)} types in {timings['train']:.0f} s", flush=True)
+        status = "ok"
+        timings["train"] = timings["score"] = 0.0
+        for kind in kinds:
+            kcfg = cfg.override({"model.kind": kind})
+            models_uri = f"{models_root}/{kind}"
+            t0 = time.perf_counter()
+            manifest = run_training(
+                data_uri, models_uri, config=kcfg, machines=machines, gpus_per_worker=1.0 if gpus else 0.0,
+                endpoint_url=endpoint,
+            )
+            dt = time.perf_counter() - t0
+            timings["train"] += dt
+            timings[f"train {kind}"] = dt
+            ok = sorted(m for m, e in manifest["types"].items() if e["status"] == "ok")
+            status = status if manifest["status"] == "ok" else "failed"
+            print(f"[demo] {kind}: trained {len(ok)}/{len(machines)} types in {dt:.0f} s", flush=True)
 
-        t0 = time.perf_counter()
-        summary = run_scoring(
-            data_uri, models_uri, out_uri, machines=machines, actors=max(1, gpus) if gpus else 1,
-            gpus_per_actor=1.0 if gpus else 0.0, endpoint_url=endpoint,
-        )
-        timings["score"] = time.perf_counter() - t0
-        print(f"[demo] scored {summary['n_scored']} clips in {timings['score']:.0f} s", flush=True)
+            t0 = time.perf_counter()
+            summary = run_scoring(
+                data_uri, models_uri, out_uri, machines=machines, actors=max(1, gpus) if gpus else 1,
+                gpus_per_actor=1.0 if gpus else 0.0, endpoint_url=endpoint,
+            )
+            dt = time.perf_counter() - t0
+            timings["score"] += dt
+            timings[f"score {kind}"] = dt
+            print(f"[demo] {kind}: scored {summary['n_scored']} clips in {dt:.0f} s", flush=True)
 
         rep = report(out_uri)
         timings["total"] = time.perf_counter() - t_all
         print()
         print(rep["table"])
-        print(f"Wall time: {timings['total']:.0f} s (synth {timings['synth']:.0f}, train {timings['train']:.0f}, "
-              f"score {timings['score']:.0f})")
+        print(f"Wall time: {timings['total']:.0f} s (synth {timings['synth']:.0f}, "
+              + ", ".join(f"{k} {v:.0f}" for k, v in timings.items() if " " in k) + ")")
         print(f"\nScores (Parquet): {out_uri}/scores/   metrics: {out_uri}/metrics/   "
               f"submission CSVs: {out_uri}/submission/")
         print(f"Plots: {out_uri}/report/{rep['run_id']}/")
@@ -118,7 +141,7 @@ def run_demo(workdir: str, machines: list[str] | None, size: str, seed: int = 0,
               f"hive_partitioning=true) where status='ok' group by all order by all\\\"))\"")
         print(f"  python -c \"import pandas as pd; print(pd.read_parquet('{out_uri}/scores')"
               ".groupby(['machine_type','label']).anomaly_score.mean())\"")
-        return 0 if manifest["status"] == "ok" else 1
+        return 0 if status == "ok" else 1
     except KeyboardInterrupt:
         print("\n[demo] interrupted: stopping Ray and the S3 server", file=sys.stderr)
         return 130
@@ -137,7 +160,10 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger("werkzeug").setLevel(logging.WARNING)  # the S3 server's per-request lines
     from asd_core.config import parse_overrides
 
-    return run_demo(args.workdir, parse_machines(args.machines), args.size, args.seed, parse_overrides(args.set))
+    return run_demo(
+        args.workdir, parse_machines(args.machines), args.size, args.seed, parse_overrides(args.set),
+        parse_machines(args.models),
+    )
 
 
 if __name__ == "__main__":

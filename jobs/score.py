@@ -33,9 +33,9 @@ Output layout under OUT_URI::
     metrics/<run_id>/summary.json    the run summary
     submission/<run_id>/anomaly_score_<m>_section_<ss>_test.csv, decision_result_...
 
-Incremental runs (``--incremental``) skip clips whose (path, size, model id) already has
+Incremental runs (``--incremental``) skip clips whose (path, size, fingerprint, model id) already has
 a final row in a published run of the same split and K (an ok row, or an error that a
-retry cannot fix; read failures are retried). A run publishes all or nothing: a run
+retry cannot fix; read failures and bad artifacts are retried). A run publishes all or nothing: a run
 that crashed left only staging files, so its re-run scores what no published run holds. Their metrics and submission cover every listed clip: this
 run's rows plus the earlier rows they skipped, so a crashed night re-run with
 ``--incremental`` yields the same metrics as one clean run.
@@ -49,7 +49,6 @@ import logging
 import math
 import os
 import posixpath
-import re
 import time
 import uuid
 from collections import Counter, defaultdict
@@ -64,15 +63,18 @@ from asd_core import results
 from asd_core.artifact import list_artifacts, read_meta
 from asd_core.detector import ListedClip, list_archive
 from asd_core.results import STATUS_ERROR, STATUS_OK
+from asd_core.runs import DEFAULT_LEASE_TTL_S, Lease, validate_run_id
 from asd_core.storage import Location, open_location, pyarrow_filesystem, read_bytes, read_many, write_bytes
 
 log = logging.getLogger("jobs.score")
 
 SUCCESS = "_SUCCESS"
+LEASE = "_lease.json"  # under OUT/scores/: one run at a time per output
 STAGING = "_staging"
 DECODE_BATCH = 8  # clips per decode task batch: bounds raw bytes held per task
 DEFAULT_BATCH = 16  # clips per scoring call
-_RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+# More than half the clips unreadable is an outage (or a wrong endpoint), not bad files.
+DEFAULT_MAX_READ_FAILURE_RATE = 0.5
 
 # Rows between the stages carry the score columns plus the tiles.
 _INTERNAL_SCHEMA = results.SCORE_SCHEMA.append(pa.field("tiles", pa.large_binary()))
@@ -99,12 +101,36 @@ def _location(uri: str, endpoint_url: str | None) -> Location:
     return _FS_CACHE[key]
 
 
-def model_index(models: Location, machine_types: list[str] | None = None) -> dict[str, dict[str, Any]]:
-    """``{machine_type: artifact metadata}`` (model id, config, normaliser) without weights."""
+def model_index(
+    models: Location, machine_types: list[str] | None = None, bad: dict[str, str] | None = None
+) -> dict[str, dict[str, Any]]:
+    """``{machine_type: artifact metadata}`` (model id, config, normaliser) without weights.
+
+    An artifact whose metadata cannot be read or does not make a feature config and a
+    matching normaliser is left out and, when ``bad`` is given, recorded there as
+    ``{machine_type: message naming its path}``: its clips become ``bad_model`` rows
+    while the other types are scored.
+    """
+    from asd_core.artifact import config_of, extras_of
+    from asd_core.kinds import get_kind
+
     out = {}
     for mt in list_artifacts(models):
-        if machine_types is None or mt in machine_types:
-            out[mt] = read_meta(models, mt)
+        if machine_types is not None and mt not in machine_types:
+            continue
+        try:
+            meta = read_meta(models, mt)
+            cfg = config_of(meta)
+            get_kind(cfg.model.kind)
+            norm = extras_of(meta).get("normalizer")
+            if norm is not None and not len(norm["mean"]) == len(norm["std"]) == cfg.features.n_mels:
+                raise ValueError(f"normaliser has {len(norm['mean'])} bands, config {cfg.features.n_mels} mels")
+            out[mt] = meta
+        except Exception as e:  # noqa: BLE001 - one bad artifact fails its own type only
+            msg = f"unusable model artifact at {models.join(mt).uri}: {type(e).__name__}: {e}"
+            log.error("%s", msg)
+            if bad is not None:
+                bad[mt] = msg
     return out
 
 
@@ -114,10 +140,12 @@ def clip_items(
     models: dict[str, dict[str, Any]],
     run_id: str,
     gt: results.GroundTruth | None = None,
+    bad_models: dict[str, str] | None = None,
 ) -> list[dict[str, Any]]:
     """One pipeline item per listed clip; clips that cannot be scored (non-DCASE name,
-    no model) already carry their error."""
+    not audio, no model, a bad model) already carry their error."""
     items = []
+    bad_models = bad_models or {}
     for c in listed:
         meta = models.get(c.machine_type)
         row: dict[str, Any] = {
@@ -125,6 +153,7 @@ def clip_items(
             "file_name": posixpath.basename(c.path),
             "machine_type": c.machine_type,
             "size": c.size,
+            "fingerprint": c.fingerprint,
             "model_id": meta["model_id"] if meta else "",
             "model_kind": meta.get("model_kind", "unet") if meta else "",
             "run_id": run_id,
@@ -139,7 +168,9 @@ def clip_items(
         else:
             row["split"] = posixpath.basename(posixpath.dirname(c.path))
         if c.clip is None:
-            row.update(status=STATUS_ERROR, error_reason="bad_name", error=c.error)
+            row.update(status=STATUS_ERROR, error_reason=c.reason, error=c.error)
+        elif c.machine_type in bad_models:
+            row.update(status=STATUS_ERROR, error_reason="bad_model", error=bad_models[c.machine_type])
         elif meta is None:
             row.update(
                 status=STATUS_ERROR,
@@ -159,7 +190,7 @@ def fetch_decode(batch: pa.Table, *, data_uri: str, endpoint_url: str | None, mo
     rows; nothing raises for a bad clip.
     """
     from asd_core.artifact import config_of, extras_of
-    from asd_core.audio import AudioDecodeError, decode
+    from asd_core.audio import AudioDecodeError, decode_with_rate
     from asd_core.kinds import get_kind
 
     rows = batch.to_pylist()
@@ -174,8 +205,14 @@ def fetch_decode(batch: pa.Table, *, data_uri: str, endpoint_url: str | None, mo
         try:
             cfg = config_of(meta)
             fcfg = cfg.features
-            wav = decode(data, fcfg.sample_rate, fcfg.min_seconds)
+            wav, rate = decode_with_rate(data, fcfg.sample_rate, fcfg.min_seconds)
             del data  # raw bytes are not needed past this point
+            r["source_sample_rate"] = rate
+            if rate / 2 < fcfg.f_max:  # the top mel bands would be empty: not comparable with training
+                r.update(status=STATUS_ERROR, error_reason="low_sample_rate",
+                         error=f"recorded at {rate} Hz: no content above {rate / 2:.0f} Hz, mel range ends at "
+                               f"{fcfg.f_max:.0f} Hz")
+                continue
             feats = get_kind(cfg.model.kind).featurize(wav, cfg, extras_of(meta))
             r["duration_s"] = wav.shape[0] / fcfg.sample_rate
             if feats.shape[0] == 0:
@@ -214,11 +251,23 @@ class ScoreActor:
 
         if torch_threads:
             torch.set_num_threads(torch_threads)
+        self.bad: dict[str, str] = {}  # machine type -> why its artifact is unusable
         if loader is not None:
             self.scorer = loader()
-        else:
-            loc = open_location(models_uri, endpoint_url)
-            self.scorer = Scorer.from_location(loc, machine_types or [], device=device, n_masks=n_masks)
+            return
+        from asd_core.artifact import load_artifact
+
+        loc = open_location(models_uri, endpoint_url)
+        arts = {}
+        for mt in machine_types or []:
+            try:  # load and run one tile with one mask: a bad artifact fails its own type only
+                art = load_artifact(loc, mt)
+                probe = Scorer({mt: art}, device=device, n_masks=1)
+                probe.score_features(mt, [torch.zeros(1, *probe.item_shape(mt))])
+                arts[mt] = art
+            except Exception as e:  # noqa: BLE001
+                self.bad[mt] = str(e) if loc.join(mt).uri in str(e) else f"model artifact {loc.join(mt).uri}: {e}"
+        self.scorer = Scorer(arts, device=device, n_masks=n_masks) if arts else None
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         import torch
@@ -229,7 +278,11 @@ class ScoreActor:
             if r.get("status") is None:
                 by_type[r["machine_type"]].append(r)
         for mt, group in by_type.items():
-            if not self.scorer.has_model(mt):
+            if mt in self.bad:
+                for r in group:
+                    r.update(status=STATUS_ERROR, error_reason="bad_model", error=self.bad[mt])
+                continue
+            if self.scorer is None or not self.scorer.has_model(mt):
                 for r in group:
                     r.update(status=STATUS_ERROR, error_reason="no_model", error=f"scorer has no model for {mt!r}")
                 continue
@@ -316,6 +369,28 @@ def run_scoring(
     models_uri: str,
     out_uri: str,
     *,
+    run_id: str | None = None,
+    endpoint_url: str | None = None,
+    lease_ttl_s: float = DEFAULT_LEASE_TTL_S,
+    **kwargs: Any,
+) -> dict[str, Any]:
+    """:func:`score_run` under the output's lease (``OUT_URI/scores/_lease.json``): a
+    second run on the same OUT_URI while this one runs fails with :class:`LeaseHeld`
+    before it lists or scores anything. The lease is released at the end, whatever
+    happened; one left by a killed run expires after ``lease_ttl_s``."""
+    run_id = validate_run_id(run_id or new_run_id())
+    out = open_location(out_uri, endpoint_url)
+    if out.protocol == "file":
+        out.fs.makedirs(out.path, exist_ok=True)
+    with Lease(out, f"{out.path}/scores/{LEASE}", run_id, lease_ttl_s):
+        return score_run(data_uri, models_uri, out_uri, run_id=run_id, endpoint_url=endpoint_url, **kwargs)
+
+
+def score_run(
+    data_uri: str,
+    models_uri: str,
+    out_uri: str,
+    *,
     machines: list[str] | None = None,
     split: str = "test",
     n_masks: int | None = None,
@@ -332,8 +407,10 @@ def run_scoring(
 ) -> dict[str, Any]:
     """Score every clip of ``<data_uri>/<machine_type>/<split>/`` and publish the run.
 
-    Needs Ray initialised (``ray.init`` / :func:`jobs.common.init_ray`); starts a
-    local one otherwise. ``n_masks`` overrides each artifact's K; ``gpus_per_actor``
+    Uses Ray only when some clip needs scoring (``ray.init`` /
+    :func:`jobs.common.init_ray` first; a local one is started otherwise): a run whose
+    clips all carry an error already (no model, bad names) is written and published
+    without it. ``n_masks`` overrides each artifact's K; ``gpus_per_actor``
     > 0 scores on CUDA. ``cpus_per_actor`` defaults to 0.5 so the decode tasks always
     find a CPU; ``torch_threads`` (CPU scoring) defaults to the node's cores / actors.
     ``actor_memory_gb`` reserves heap per actor (a width-64 U-Net with 256-pair forward
@@ -343,9 +420,7 @@ def run_scoring(
     import ray
 
     t0 = time.perf_counter()
-    run_id = run_id or new_run_id()
-    if not _RUN_ID.match(run_id):
-        raise ValueError(f"run id {run_id!r}: use letters, digits, '.', '_' and '-' (no '=' or '/')")
+    run_id = validate_run_id(run_id or new_run_id())
     data = open_location(data_uri, endpoint_url)
     models_loc = open_location(models_uri, endpoint_url)
     out = open_location(out_uri, endpoint_url)
@@ -356,11 +431,16 @@ def run_scoring(
         raise ValueError(f"run {run_id!r} is already published under {out.uri}/scores; runs are never rewritten")
 
     listed = list_archive(data, split=split, machines=machines)
-    models = model_index(models_loc)
+    bad_models: dict[str, str] = {}
+    models = model_index(models_loc, bad=bad_models)
     gt = results.read_ground_truth(ground_truth, endpoint_url) if ground_truth else None
-    items = clip_items(listed, data, models, run_id, gt)
-    log.info("run %s: %d clips listed under %s (%d machine types)", run_id, len(items), data.uri,
+    items = clip_items(listed, data, models, run_id, gt, bad_models)
+    log.info("run %s: %d files listed under %s (%d machine types)", run_id, len(items), data.uri,
              len({i["machine_type"] for i in items}))
+    unlisted = Counter(i.get("error_reason") for i in items if i.get("error_reason") in ("bad_name", "unsupported_format"))
+    for reason, n in sorted(unlisted.items()):
+        example = next(i["error"] for i in items if i.get("error_reason") == reason)
+        log.warning("run %s: %d file(s) cannot be scored (%s), e.g. %s", run_id, n, reason, example)
 
     # Incremental: earlier published rows that settle a clip (same path, size, model).
     carried: list[dict] = []
@@ -378,6 +458,7 @@ def run_scoring(
             if (
                 p is not None
                 and int(p["size"]) == it["size"]
+                and (p["fingerprint"] or "") == it["fingerprint"]  # rows from before fingerprints: score again
                 and (p["model_id"] or "") == it["model_id"]
                 and results.is_final(p["status"], p["error_reason"])
             ):
@@ -392,8 +473,15 @@ def run_scoring(
         out.fs.rm(stage_dir, recursive=True)
     started_at = datetime.now(timezone.utc).isoformat()
     t_pipe = time.perf_counter()
-    if items:
-        needed = sorted({i["machine_type"] for i in items if i["status"] is None})
+    needed = sorted({i["machine_type"] for i in items if i["status"] is None})
+    if items and not needed:  # every clip already has its error row: no Ray needed
+        now = datetime.now(timezone.utc)
+        _write_table(out, f"{stage_dir}/part-00000.parquet", results.to_table([{**i, "scored_at": now} for i in items]))
+    elif items:
+        if gpus_per_actor > 0:
+            from jobs.common import require_resources
+
+            require_resources({"GPU": gpus_per_actor}, f"--gpus-per-actor {gpus_per_actor:g} (one scoring actor)")
         _run_pipeline(
             items,
             data_uri=data.uri,
@@ -447,6 +535,7 @@ def run_scoring(
         "models_uri": models_loc.uri,
         "models": {mt: m["model_id"] for mt, m in models.items()},
         "model_kinds": sorted({m.get("model_kind", "unet") for m in models.values()}),
+        "bad_models": bad_models,
         "n_masks": n_masks,
         "incremental": incremental,
         "n_rows": new.num_rows,
@@ -593,7 +682,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ground-truth", nargs="+", default=None, metavar="CSV_URI",
                    help="official ground-truth CSVs or folders (ground_truth_data/, ground_truth_domain/)")
     p.add_argument("--max-error-rate", type=float, default=None,
-                   help="exit 1 when more than this fraction of this run's clips failed")
+                   help="exit 1 when more than this fraction of this run's clips failed (any reason; default: off)")
+    p.add_argument("--max-read-failure-rate", type=float, default=DEFAULT_MAX_READ_FAILURE_RATE,
+                   help="exit 1 when more than this fraction of this run's clips could not be read from storage "
+                        f"(read_failed: an outage, not bad files; default {DEFAULT_MAX_READ_FAILURE_RATE}); "
+                        "a run in which every clip failed to read always exits 1. The run is published either way")
+    p.add_argument("--lease-ttl-hours", type=float, default=DEFAULT_LEASE_TTL_S / 3600,
+                   help="expiry of the OUT_URI/scores/_lease.json lease that keeps a second run out "
+                        "(default %(default)g; must exceed the longest run)")
     p.add_argument("-v", "--verbose", action="store_true")
     add_storage_args(p)
     add_ray_args(p)
@@ -601,29 +697,76 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from jobs.common import parse_machines, ray_session, setup_logging
+    """Exit 0: published, within the error limits; 1: published, but every clip failed
+    to read or an error rate was exceeded; 2: nothing could start (no model at all:
+    the error rows are still published; another run holds the output's lease; the
+    cluster lacks the requested GPUs; a bad run id)."""
+    import contextlib
+
+    from asd_core.runs import LeaseHeld
+    from jobs.common import ResourcesUnavailable, parse_machines, ray_session, setup_logging
 
     args = build_parser().parse_args(argv)
     setup_logging(args.verbose)
-    with ray_session(args.address, args.endpoint_url):
-        summary = run_scoring(
-            args.data_uri,
-            args.models_uri,
-            args.out_uri,
-            machines=parse_machines(args.machines),
-            split=args.split,
-            n_masks=args.n_masks,
-            run_id=args.run_id,
-            incremental=args.incremental,
-            actors=args.actors,
-            gpus_per_actor=args.gpus_per_actor,
-            cpus_per_actor=args.cpus_per_actor,
-            torch_threads=args.torch_threads,
-            actor_memory_gb=args.actor_memory_gb,
-            batch_size=args.batch_size,
-            endpoint_url=args.endpoint_url,
-            ground_truth=args.ground_truth,
-        )
+    models_loc = open_location(args.models_uri, args.endpoint_url)
+    no_models = not list_artifacts(models_loc)  # checked before Ray starts: no Ray is needed then
+    if args.run_id is not None:
+        try:
+            validate_run_id(args.run_id)
+        except ValueError as e:
+            print(f"asd score: {e}")
+            return 2
+    session = contextlib.nullcontext() if no_models else ray_session(args.address, args.endpoint_url)
+    try:
+        with session:
+            summary = _run_from_args(args, parse_machines)
+    except (LeaseHeld, ResourcesUnavailable) as e:
+        print(f"asd score: {e}")
+        return 2
+    _print_summary(summary)
+    if no_models:
+        print(f"asd score: no model artifact under {models_loc.uri} (expected <models>/<machine_type>/artifact.json); "
+              f"{summary['n_scored']} clips published as errors")
+        return 2
+    n, reasons = summary["n_scored"], summary["errors_by_reason"]
+    read_failed = reasons.get("read_failed", 0)
+    if n and read_failed == n:
+        print(f"every clip ({n}) failed to read from {args.data_uri}: storage unreachable?")
+        return 1
+    if n and read_failed / n > args.max_read_failure_rate:
+        print(f"read failure rate {read_failed / n:.3f} exceeds --max-read-failure-rate {args.max_read_failure_rate}")
+        return 1
+    if args.max_error_rate is not None and n:
+        rate = summary["n_error"] / n
+        if rate > args.max_error_rate:
+            print(f"error rate {rate:.3f} exceeds --max-error-rate {args.max_error_rate}")
+            return 1
+    return 0
+
+
+def _run_from_args(args: argparse.Namespace, parse_machines) -> dict[str, Any]:
+    return run_scoring(
+        args.data_uri,
+        args.models_uri,
+        args.out_uri,
+        machines=parse_machines(args.machines),
+        split=args.split,
+        n_masks=args.n_masks,
+        run_id=args.run_id,
+        incremental=args.incremental,
+        actors=args.actors,
+        gpus_per_actor=args.gpus_per_actor,
+        cpus_per_actor=args.cpus_per_actor,
+        torch_threads=args.torch_threads,
+        actor_memory_gb=args.actor_memory_gb,
+        batch_size=args.batch_size,
+        endpoint_url=args.endpoint_url,
+        ground_truth=args.ground_truth,
+        lease_ttl_s=args.lease_ttl_hours * 3600,
+    )
+
+
+def _print_summary(summary: dict[str, Any]) -> None:
     off = summary["official_score"]
     print(
         f"run {summary['run_id']}: {summary['n_listed']} clips listed, {summary['n_skipped']} skipped, "
@@ -632,12 +775,6 @@ def main(argv: list[str] | None = None) -> int:
         + f"); official score {'-' if not math.isfinite(off) else f'{100 * off:.2f}'}; "
         f"{summary['clips_per_second']:.2f} clips/s; scores at {summary['scores_uri']}"
     )
-    if args.max_error_rate is not None and summary["n_scored"]:
-        rate = summary["n_error"] / summary["n_scored"]
-        if rate > args.max_error_rate:
-            print(f"error rate {rate:.3f} exceeds --max-error-rate {args.max_error_rate}")
-            return 1
-    return 0
 
 
 if __name__ == "__main__":

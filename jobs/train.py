@@ -30,6 +30,7 @@ trained further when ``epochs`` was raised).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
@@ -46,11 +47,20 @@ from asd_core.artifact import list_artifacts, save_artifact
 from asd_core.config import DEFAULT_PRESET, PRESETS, ASDConfig, parse_overrides, preset
 from asd_core.detector import list_archive, machine_types
 from asd_core.kinds import KINDS, get_kind
+from asd_core.runs import validate_run_id
 from asd_core.runtime import prepare_model
 from asd_core.storage import Location, ensure_bucket, open_location, pyarrow_filesystem, read_bytes, write_bytes
 from asd_core.trainprep import prepare_type, select_training_clips
 
-from .common import add_ray_args, add_storage_args, parse_machines, ray_session, setup_logging
+from .common import (
+    ResourcesUnavailable,
+    add_ray_args,
+    add_storage_args,
+    parse_machines,
+    ray_session,
+    require_resources,
+    setup_logging,
+)
 
 log = logging.getLogger("asd.train")
 
@@ -366,6 +376,8 @@ def run_training(
     """
     import ray
 
+    if run_name is not None:
+        validate_run_id(run_name, "run name")
     data_loc = open_location(data_uri, endpoint_url)
     models_loc = open_location(models_uri, endpoint_url)
     ensure_bucket(models_loc)
@@ -395,6 +407,11 @@ def run_training(
         types = machine_types(data_loc)
         if not types:
             raise FileNotFoundError(f"no machine-type folders under {data_loc.uri}")
+    if gpus_per_worker > 0:  # fail now rather than wait forever for GPUs that will never come
+        require_resources(
+            {"GPU": gpus_per_worker * workers_per_model},
+            f"--gpus-per-worker {gpus_per_worker:g} x --workers-per-model {workers_per_model} (one machine type)",
+        )
     if cpus_per_worker is None:
         cpus_per_worker = 1.0 if gpus_per_worker > 0 else _auto_cpus_per_worker(len(types) * workers_per_model)
 
@@ -453,17 +470,26 @@ def run_training(
     )
     _write_manifest(models_loc, manifest)
     t0 = time.perf_counter()
-    while pending:
-        ready, _ = ray.wait(list(pending), num_returns=1)
-        mt = pending.pop(ready[0])
-        try:
-            entry = ray.get(ready[0])
-        except Exception as e:  # noqa: BLE001 - the task itself died (e.g. its node)
-            entry = {"status": "failed", "error": f"{type(e).__name__}: {e}", "trial_name": mt}
-        manifest["types"][mt] = entry
-        log.info("%s: %s after %.1f s%s", mt, entry["status"], time.perf_counter() - t0,
-                 f" ({entry['error']})" if entry.get("error") else "")
+    try:
+        while pending:
+            ready, _ = ray.wait(list(pending), num_returns=1)
+            mt = pending.pop(ready[0])
+            try:
+                entry = ray.get(ready[0])
+            except Exception as e:  # noqa: BLE001 - the task itself died (e.g. its node)
+                entry = {"status": "failed", "error": f"{type(e).__name__}: {e}", "trial_name": mt}
+            manifest["types"][mt] = entry
+            log.info("%s: %s after %.1f s%s", mt, entry["status"], time.perf_counter() - t0,
+                     f" ({entry['error']})" if entry.get("error") else "")
+            _write_manifest(models_loc, manifest)
+    except (KeyboardInterrupt, SystemExit):  # Ctrl-C, `ray job stop` (SIGTERM, see main)
+        for ref, mt in pending.items():
+            manifest["types"][mt] = {**manifest["types"][mt], "status": "stopped"}
+            ray.cancel(ref, force=True, recursive=True)
+        manifest.update(status="stopped", finished_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
         _write_manifest(models_loc, manifest)
+        log.error("run %s stopped; manifest says so (--resume continues it)", run_id)
+        raise
     manifest["status"] = "ok" if all(e["status"] == "ok" for e in manifest["types"].values()) else "failed"
     manifest["finished_at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     manifest["seconds"] = round(time.perf_counter() - t0, 2)
@@ -494,7 +520,32 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+@contextlib.contextmanager
+def _stop_on_sigterm():
+    """`ray job stop` sends SIGTERM: turn it into KeyboardInterrupt so the manifest
+    is marked "stopped" on the way out (Python's default would just die)."""
+    import signal
+    import threading
+
+    def stop(signum, frame):
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def main(argv: list[str] | None = None) -> int:
+    with _stop_on_sigterm():
+        return _main(argv)
+
+
+def _main(argv: list[str] | None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     setup_logging(args.verbose)
@@ -506,6 +557,12 @@ def main(argv: list[str] | None = None) -> int:
         get_kind(config.model.kind)
     except (KeyError, ValueError) as e:
         parser.error(str(e).strip("'\""))
+    if args.run_name is not None:
+        try:
+            validate_run_id(args.run_name, "--run-name")
+        except ValueError as e:  # before Ray starts: the name becomes a folder under MODELS_URI
+            log.error("%s", e)
+            return 2
     try:
         with ray_session(args.address, args.endpoint_url):
             manifest = run_training(
@@ -521,9 +578,13 @@ def main(argv: list[str] | None = None) -> int:
                 run_name=args.run_name,
                 max_failures=args.max_failures,
             )
-    except (FileNotFoundError, FileExistsError, ValueError) as e:  # nothing could start
+    except (FileNotFoundError, FileExistsError, ValueError, ResourcesUnavailable) as e:  # nothing could start
         log.error("%s", e)
+        print(f"asd train: {e}")
         return 2
+    except KeyboardInterrupt:
+        print("asd train: stopped")
+        return 130
     for mt, e in sorted(manifest["types"].items()):
         losses = e.get("losses") or []
         tail = (

@@ -131,12 +131,31 @@ def test_submission_files_format():
     )
     lines = files["anomaly_score_fan_section_00_test.csv"].strip().split("\n")
     names = [line.split(",")[0] for line in lines]
-    # every ok test file of the section (labelled or not), sorted, no header, no error/train rows
-    assert len(lines) == 21 and names == sorted(names) and "section_00_0000.wav" in names
-    assert "bad.wav" not in names and "t.wav" not in names
+    # every test file of the section (labelled or not, error rows too), sorted, no header, no train rows
+    assert len(lines) == 22 and names == sorted(names) and "section_00_0000.wav" in names
+    assert "bad.wav" in names and "t.wav" not in names
     assert all(len(line.split(",")) == 2 for line in lines)
     dec = files["decision_result_fan_section_00_test.csv"].strip().split("\n")
     assert {line.split(",")[1] for line in dec} <= {"0", "1"}
+
+
+def test_submission_files_write_error_clips_as_anomalous(caplog):
+    """The official evaluator refuses a section with a missing test file: an error clip
+    gets the section's highest score and decision 1, with a warning."""
+    df = results.to_table(_rows()).to_pandas()
+    ok = df[(df["machine_type"] == "fan") & (df["section"] == "00") & (df["status"] == "ok") & (df["split"] == "test")]
+    with caplog.at_level("WARNING", logger="asd_core.results"):
+        files = results.submission_files(df)
+    scores = dict(line.split(",") for line in files["anomaly_score_fan_section_00_test.csv"].strip().split("\n"))
+    decisions = dict(line.split(",") for line in files["decision_result_fan_section_00_test.csv"].strip().split("\n"))
+    assert float(scores["bad.wav"]) == pytest.approx(ok["anomaly_score"].max()) and decisions["bad.wav"] == "1"
+    assert "1 error clip(s)" in caplog.text
+    # a section whose clips all failed is still written (score 0.0, decision 1)
+    bad = df[df["machine_type"] == "ToyDrone"].assign(status="error", anomaly_score=np.nan, decision=pd.NA)
+    one = results.submission_files(bad)
+    assert set(one["anomaly_score_ToyDrone_section_00_test.csv"].strip().split("\n")) == {
+        f"{n},0.0" for n in bad["file_name"]
+    }
 
 
 def test_table_and_plots():

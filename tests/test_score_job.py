@@ -203,8 +203,10 @@ def test_metrics_match_asd_core_metrics(night1, out_uri, s3_endpoint):
         got = results.sections_from_table(pq.read_table(f))
     assert [(m.machine_type, m.section) for m in got] == [(m.machine_type, m.section) for m in want]
     for g, w in zip(got, want, strict=True):
+        assert g.model_kind == "unet"
         for k, v in w.to_dict().items():
-            assert getattr(g, k) == (pytest.approx(v) if isinstance(v, float) else v), k
+            if k != "model_kind":
+                assert getattr(g, k) == (pytest.approx(v) if isinstance(v, float) else v), k
     assert night1["official_score"] == pytest.approx(official_score(want))
     # the anomalies are built to be seen: a working pipeline ranks them higher
     assert all(m.auc_source > 0.6 for m in got)
@@ -215,17 +217,24 @@ def test_submission_files_official_format(night1, out_uri, s3_endpoint):
     out = open_location(out_uri, s3_endpoint)
     sub = f"{out.path}/submission/night1"
     names = sorted(p.rsplit("/", 1)[-1] for p in out.fs.ls(sub, detail=False))
-    assert names == sorted(f"{kind}_{mt}_section_00_test.csv" for mt in TYPES for kind in ("anomaly_score", "decision_result"))
+    # every test clip with a section is written (the evaluator refuses a section with a
+    # missing file), so bandsaw, whose only clip has no model, gets its files too
+    assert names == sorted(f"{kind}_{mt}_section_00_test.csv" for mt in [*TYPES, "bandsaw"]
+                           for kind in ("anomaly_score", "decision_result"))
     df = _scores(out_uri, s3_endpoint).to_pandas()
     for mt in TYPES:
-        ok = df[(df["machine_type"] == mt) & (df["status"] == "ok")].set_index("file_name")
+        rows_of = df[(df["machine_type"] == mt) & df["section"].notna()].set_index("file_name")
+        ok = rows_of[rows_of["status"] == "ok"]
         for kind in ("anomaly_score", "decision_result"):
             text = read_bytes(out, f"{sub}/{kind}_{mt}_section_00_test.csv").decode()
             rows = [line.split(",") for line in text.strip().split("\n")]
             assert all(len(r) == 2 for r in rows)
-            assert sorted(r[0] for r in rows) == sorted(ok.index)  # all ok test files, no header
+            assert sorted(r[0] for r in rows) == sorted(rows_of.index)  # all test files, no header
             for name, value in rows:
-                if kind == "anomaly_score":
+                if name not in ok.index:  # error clip: the section's top score, flagged
+                    assert float(value) == pytest.approx(ok["anomaly_score"].max()) if kind == "anomaly_score" \
+                        else int(value) == 1
+                elif kind == "anomaly_score":
                     assert float(value) == pytest.approx(ok.loc[name, "anomaly_score"])
                 else:
                     assert int(value) == ok.loc[name, "decision"]
@@ -315,6 +324,59 @@ def test_cli_with_ground_truth_and_report(ray_cluster, eval_archive, models_uri,
     assert "AUC(source)" in text and "Official score" in text and "fan" in text
     for png in ("roc_fan.png", "hist_fan.png"):
         assert (out / "report" / "eval1" / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+# ---------------------------------------------------------------- model kinds
+@pytest.fixture(scope="module")
+def knn_trained():
+    cfg = preset("tiny", {"kind": "knn"})
+    return {mt: train_type([_tone(np.random.default_rng(200 + i), f0) for _ in range(10)], cfg)
+            for i, (mt, f0) in enumerate(TYPES.items())}
+
+
+@e2e
+def test_two_kinds_under_one_models_uri_one_row_per_clip(archive, trained, knn_trained, bucket, s3_endpoint):
+    """fan has a U-Net and ToyTank a knn model under the same models URI: every clip gets
+    one row, scored by its own type's kind, and the metrics say which kind they are."""
+    from jobs.score import run_scoring
+
+    loc = open_location(f"{bucket}/mixed-models", s3_endpoint)
+    save_artifact(loc, "fan", trained["fan"].fitted, CFG)
+    save_artifact(loc, "ToyTank", knn_trained["ToyTank"].fitted, knn_trained["ToyTank"].config)
+    out_uri = f"{bucket}/out-mixed"
+    summary = run_scoring(archive[0], loc.uri, out_uri, n_masks=K, run_id="mixed", endpoint_url=s3_endpoint)
+    df = _scores(out_uri, s3_endpoint).to_pandas()
+    assert len(df) == summary["n_listed"] >= len(archive[1]) and df["path"].is_unique
+    ok = df[df["status"] == "ok"]
+    assert set(ok.loc[ok["machine_type"] == "fan", "model_kind"]) == {"unet"}
+    assert set(ok.loc[ok["machine_type"] == "ToyTank", "model_kind"]) == {"knn"}
+    assert ok.loc[ok["machine_type"] == "ToyTank", "model_id"].str.startswith("knn-").all()
+    assert {(m["machine_type"], m["model_kind"]) for m in summary["sections"]} == {("fan", "unet"), ("ToyTank", "knn")}
+
+
+@e2e
+def test_report_puts_two_kinds_side_by_side(archive, models_uri, knn_trained, bucket, s3_endpoint):
+    """A U-Net run and a knn run published into one OUT_URI: the report prints every
+    kind's AUCs per machine type next to each other, with each kind's official score."""
+    from jobs.report import report
+    from jobs.score import run_scoring
+
+    knn_loc = open_location(f"{bucket}/knn-models", s3_endpoint)
+    for mt, t in knn_trained.items():
+        save_artifact(knn_loc, mt, t.fitted, t.config)
+    out_uri = f"{bucket}/out-kinds"
+    run_scoring(archive[0], models_uri, out_uri, n_masks=K, run_id="unet-night", endpoint_url=s3_endpoint)
+    run_scoring(archive[0], knn_loc.uri, out_uri, run_id="knn-night", endpoint_url=s3_endpoint)
+    rep = report(out_uri, endpoint_url=s3_endpoint)
+    text = rep["table"]
+    assert "Model kinds side by side" in text
+    head = next(line for line in text.splitlines() if line.startswith("Machine") and "knn AUC(s)" in line)
+    assert "unet AUC(s)" in head and "knn pAUC" in head
+    rows = {line.split("|")[0].strip(): line for line in text.splitlines()}
+    assert "fan" in rows and "ToyTank" in rows and "official score" in rows
+    assert rows["fan"].count("|") == head.count("|")  # a value or '-' under every kind
+    roc = [f for f in rep["files"] if f.endswith("roc_fan.png")]
+    assert roc and read_bytes(open_location(out_uri, s3_endpoint), roc[0][len("s3://"):])[:4] == b"\x89PNG"
 
 
 # ---------------------------------------------------------------- the stages without Ray
