@@ -27,11 +27,27 @@ def patch_grid(height: int, width: int, patch: int) -> tuple[int, int]:
 def random_masks(
     n: int, height: int, width: int, cfg: MaskConfig, generator: torch.Generator, device: str | torch.device = "cpu"
 ) -> torch.Tensor:
-    """``n`` masks ``[n, H, W]`` (bool), each hiding exactly ``cfg.n_masked`` patches."""
+    """``n`` masks ``[n, H, W]`` (bool), each hiding exactly ``cfg.n_masked`` patches
+    (``mode="patch"``) or the same share of the tile in whole stripes (``"freq"``,
+    ``"time"``)."""
     gh, gw = patch_grid(height, width, cfg.patch)
     n_patches = gh * gw
     if not 0 < cfg.n_masked <= n_patches:
         raise ValueError(f"n_masked must be in 1..{n_patches}, got {cfg.n_masked}")
+    if cfg.mode in ("freq", "time"):
+        stripes = gh if cfg.mode == "freq" else gw
+        k = min(stripes, max(1, round(cfg.n_masked * stripes / n_patches)))
+        order = torch.rand(n, stripes, generator=generator).argsort(dim=1)
+        hidden = torch.zeros(n, stripes, dtype=torch.bool)
+        hidden.scatter_(1, order[:, :k], True)
+        hidden = hidden.repeat_interleave(cfg.patch, dim=1)  # [n, H] or [n, W]
+        if cfg.mode == "freq":
+            masks = hidden[:, :, None].expand(n, height, width)
+        else:
+            masks = hidden[:, None, :].expand(n, height, width)
+        return masks.contiguous().to(device)
+    if cfg.mode != "patch":
+        raise ValueError(f"masks.mode must be 'patch', 'freq' or 'time', got {cfg.mode!r}")
     # Rank random keys per row: the n_masked smallest are masked -> exact count per mask.
     keys = torch.rand(n, n_patches, generator=generator)
     order = keys.argsort(dim=1)
@@ -62,3 +78,35 @@ class RandomMaskSource:
     def masks(self, height: int, width: int, device: str | torch.device = "cpu") -> torch.Tensor:
         g = torch.Generator().manual_seed(self.seed)
         return random_masks(self.n_masks, height, width, self.cfg, g, device)
+
+
+class BalancedMaskSource:
+    """K masks in which every patch is hidden equally often (K a multiple of
+    ``n_patches / gcd(n_patches, n_masked)``, e.g. 4 for 48 of 64): mask k hides the
+    ``n_masked`` patches that follow position ``k * n_masked`` in one seeded random
+    order of the patches, cyclically. Random masks reach that balance only on
+    average, so few balanced masks estimate a tile's error with less variance."""
+
+    def __init__(self, n_masks: int, cfg: MaskConfig, seed: int):
+        self.n_masks, self.cfg, self.seed = n_masks, cfg, seed
+
+    def masks(self, height: int, width: int, device: str | torch.device = "cpu") -> torch.Tensor:
+        if self.cfg.mode != "patch":
+            return RandomMaskSource(self.n_masks, self.cfg, self.seed).masks(height, width, device)
+        gh, gw = patch_grid(height, width, self.cfg.patch)
+        n_patches = gh * gw
+        order = torch.randperm(n_patches, generator=torch.Generator().manual_seed(self.seed))
+        idx = (torch.arange(self.n_masks)[:, None] * self.cfg.n_masked + torch.arange(self.cfg.n_masked)) % n_patches
+        patches = torch.zeros(self.n_masks, n_patches, dtype=torch.bool)
+        patches.scatter_(1, order[idx], True)
+        grid = patches.view(self.n_masks, gh, gw)
+        return grid.repeat_interleave(self.cfg.patch, 1).repeat_interleave(self.cfg.patch, 2).to(device)
+
+
+def mask_source(schedule: str, n_masks: int, cfg: MaskConfig, seed: int) -> MaskSource:
+    """The scoring masks of a schedule: ``random`` (the report) or ``balanced``."""
+    if schedule == "random":
+        return RandomMaskSource(n_masks, cfg, seed)
+    if schedule == "balanced":
+        return BalancedMaskSource(n_masks, cfg, seed)
+    raise ValueError(f"score.mask_schedule must be 'random' or 'balanced', got {schedule!r}")

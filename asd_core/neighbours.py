@@ -63,3 +63,63 @@ class NeighbourBank:
     @classmethod
     def from_state(cls, state: dict[str, torch.Tensor], prefix: str = "") -> NeighbourBank:
         return cls(state[f"{prefix}mean"], state[f"{prefix}std"], state[f"{prefix}bank"], int(state[f"{prefix}k"]))
+
+
+@dataclass
+class DomainBanks:
+    """One standardisation, one bank per training domain; a query's score is the
+    smallest over the domains of its mean distance to the ``k_d`` nearest rows of
+    that domain's bank, with ``k_d = min(k, max(1, n_d // 10))``: the 10 target
+    clips of a DCASE type count as one neighbour, not as half of five.
+
+    The query's own domain is not needed (evaluation clips do not name it): a normal
+    clip is near the normals of its own domain, wherever that is.
+    """
+
+    mean: torch.Tensor  # [D]
+    std: torch.Tensor  # [D]
+    bank: torch.Tensor  # [N, D], standardised
+    domain: torch.Tensor  # [N] int: index of each row's domain
+    ks: torch.Tensor  # [n_domains] int
+
+    @classmethod
+    def fit(
+        cls, feats: torch.Tensor | np.ndarray, domains: list[str | None], k: int = 5, min_std: float = 1e-6
+    ) -> DomainBanks:
+        whole = NeighbourBank.fit(feats, k=k, min_std=min_std)
+        names = sorted({d or "source" for d in domains})
+        idx = torch.tensor([names.index(d or "source") for d in domains])
+        ks = torch.tensor([min(k, max(1, int((idx == i).sum()) // 10)) for i in range(len(names))])
+        return cls(whole.mean, whole.std, whole.bank, idx, ks)
+
+    def score(self, feats: torch.Tensor | np.ndarray, *, self_domain: torch.Tensor | None = None) -> np.ndarray:
+        """``[M, D]`` -> ``[M]``. ``self_domain`` (``[M]``): the queries are the bank's
+        own rows in order (the threshold), each left out of its own domain's bank."""
+        q = torch.as_tensor(np.asarray(feats), dtype=torch.float32)
+        best = torch.full((q.shape[0],), float("inf"), dtype=torch.float64)
+        for i, k in enumerate(self.ks.tolist()):
+            rows = self.domain == i
+            sub = NeighbourBank(self.mean, self.std, self.bank[rows], int(k))
+            if self_domain is None:
+                s = torch.from_numpy(sub.score(q))
+            else:  # rows of domain i are in the bank: leave each one out
+                s = torch.from_numpy(sub.score(q)) if not (self_domain == i).any() else _loo(sub, q, self_domain == i)
+            best = torch.minimum(best, torch.nan_to_num(s, nan=float("inf")))
+        return best.numpy()
+
+    def state_dict(self, prefix: str = "") -> dict[str, torch.Tensor]:
+        return {f"{prefix}mean": self.mean, f"{prefix}std": self.std, f"{prefix}bank": self.bank,
+                f"{prefix}domain": self.domain, f"{prefix}ks": self.ks}
+
+    @classmethod
+    def from_state(cls, state: dict[str, torch.Tensor], prefix: str = "") -> DomainBanks:
+        return cls(*(state[f"{prefix}{n}"] for n in ("mean", "std", "bank", "domain", "ks")))
+
+
+def _loo(sub: NeighbourBank, q: torch.Tensor, own: torch.Tensor) -> torch.Tensor:
+    """Scores of queries against ``sub``, leaving each of the ``own`` queries (which
+    are ``sub``'s rows, in order) out of it."""
+    out = torch.from_numpy(sub.score(q)).double()
+    if own.any():
+        out[own] = torch.from_numpy(sub.score(q[own], exclude_self=True)).double()
+    return out

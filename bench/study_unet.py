@@ -217,6 +217,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--preset", default="tiny")
     p.add_argument("--variant", action="append", default=[], metavar="NAME:KEY=V,KEY=V")
     p.add_argument("--skip-refs", action="store_true")
+    p.add_argument("--no-base", action="store_true", help="only the --variant configurations")
     p.add_argument("--threads", type=int, default=1, help="torch threads (1: other work shares the machine)")
     p.add_argument("--out", default="study.jsonl")
     p.add_argument("--views-dir", default=None, help="save each model's clip views (.npz) to re-score offline")
@@ -226,7 +227,7 @@ def main(argv: list[str] | None = None) -> int:
         print(summarise([json.loads(x) for x in open(args.summarise)]))
         return 0
     torch.set_num_threads(args.threads)
-    variants = {"base": {}}
+    variants = {} if args.no_base else {"base": {}}
     for v in args.variant:
         name, _, kv = v.partition(":")
         variants[name] = parse_overrides([x for x in kv.split(",") if x])

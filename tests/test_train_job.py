@@ -143,6 +143,36 @@ def test_two_types_concurrently_from_s3_and_broken_type_fails_alone(ray_cluster,
 
 @pytest.mark.ray
 @pytest.mark.slow
+def test_train_model_flag_baseline_ae_on_ray_train_and_knn(ray_cluster, tmp_path, capsys):
+    """``--model baseline-ae`` trains the autoencoder on Ray Train like the U-Net (epochs,
+    losses, checkpoints); ``--model knn`` stores its features without a trainer. Each
+    artifact says its kind and loads into a scorer."""
+    from asd_core.detector import Scorer
+    from jobs import train
+
+    data = str(tmp_path / "data")
+    write_type(data, "fan", seed=0)
+    ae_models, knn_models = str(tmp_path / "ae"), str(tmp_path / "knn")
+    assert train.main([data, ae_models, "--model", "baseline-ae", "--preset", "tiny", "--set", "ae_epochs=3",
+                       "--set", "ae_batch_size=64"]) == 0
+    entry = train.load_manifest(ae_models)["types"]["fan"]
+    assert entry["model_kind"] == "baseline-ae" and entry["epochs"] == 3 and len(entry["losses"]) == 3
+    assert entry["model_id"].startswith("baseline-ae-")
+    art = load_artifact(ae_models, "fan")
+    assert art.kind == "baseline-ae" and art.state["cov_inv"].shape == (2, 128, 128)
+    assert train.main([data, knn_models, "--model", "knn", "--preset", "tiny"]) == 0
+    entry = train.load_manifest(knn_models)["types"]["fan"]
+    assert entry["model_kind"] == "knn" and entry["epochs"] == 0 and entry["losses"] == []
+    knn = load_artifact(knn_models, "fan")
+    assert knn.kind == "knn" and knn.state["bank.bank"].shape == (N_CLIPS, 128)
+    wav = harmonic_tone(np.random.default_rng(9), SECONDS, f0=150.0)
+    for a in (art, knn):
+        assert np.isfinite(Scorer({"fan": a}).score_wav("fan", wav).score)
+    assert "knn-" in capsys.readouterr().out
+
+
+@pytest.mark.ray
+@pytest.mark.slow
 def test_injected_failure_resumes_from_checkpoint_then_resume_flag(ray_cluster, tmp_path):
     from jobs import train
 

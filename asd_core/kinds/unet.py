@@ -4,17 +4,20 @@ Feature rows are normalised 64x64 log-mel tiles. ``score.rule`` picks how a clip
 reconstruction turns into its anomaly score:
 
 - ``mse``: the report's mean masked MSE over K masks, then over the clip's tiles;
-- ``knn_err``: the clip's log reconstruction error per mel band (mean and max over its
-  tiles) against the training clips' (k nearest neighbours, standardised): a band
-  the model always fills badly (noise) no longer dominates, and the few target-domain
-  clips are neighbours of their own (the study in the README measures both);
-- ``knn_enc``: the U-Net encoder's own features of the unmasked tiles (per level,
-  channels x bands, mean and std over time, averaged over tiles), k nearest training
-  clips.
+- ``knn_err``: the clip's *error profile*, the log reconstruction error per mel band
+  (its mean and its max over the clip's tiles, and its spread over time), against the
+  training clips' profiles: the distance to the nearest training clips of each domain
+  (:class:`asd_core.neighbours.DomainBanks`), the smallest over domains. A band the
+  model always fills badly (noise) no longer dominates the score, and the few
+  target-domain clips are neighbours of their own. The README's study measures it
+  against ``mse`` and the references;
+- ``knn_enc``: the same with the U-Net encoder's own features of the unmasked tiles
+  (per level, channels x bands, mean and std over time, averaged over tiles).
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -26,9 +29,9 @@ from torch import nn
 from ..config import ASDConfig
 from ..detector import cap_tiles, domain_repeats, threshold_clip_indices
 from ..features import Normalizer, clip_tiles
-from ..masks import RandomMaskSource
+from ..masks import mask_source
 from ..metrics import gamma_threshold
-from ..neighbours import NeighbourBank
+from ..neighbours import DomainBanks
 from ..runtime import autocast, prepare_input, prepare_model
 from ..scoring import per_clip_mean, score_tiles
 from ..training import train_epoch
@@ -36,11 +39,12 @@ from ..unet import UNet
 from . import ClipRows, Fitted, Prepared
 
 RULES = ("mse", "knn_err", "knn_enc")
+log = logging.getLogger(__name__)
 
 
 def scoring_masks(cfg: ASDConfig, n_masks: int | None = None, device: str | torch.device = "cpu") -> torch.Tensor:
     """The fixed K scoring masks ``[K, n_mels, tile_frames]`` (bool) of a config."""
-    src = RandomMaskSource(n_masks or cfg.score.n_masks, cfg.masks, cfg.score.mask_seed)
+    src = mask_source(cfg.score.mask_schedule, n_masks or cfg.score.n_masks, cfg.masks, cfg.score.mask_seed)
     return src.masks(cfg.features.n_mels, cfg.features.tile_frames, device)
 
 
@@ -63,8 +67,9 @@ def encoder_features(model: UNet, tiles: torch.Tensor, cfg: ASDConfig, batch: in
 
 
 def clip_views(model: UNet, clips: Sequence[torch.Tensor], masks: torch.Tensor, cfg: ASDConfig) -> dict[str, np.ndarray]:
-    """Per clip ``[C]`` the report score, ``[C, 2H]`` the log error profile per band
-    (mean, max over tiles) and, for ``knn_enc``, ``[C, D]`` encoder features."""
+    """Per clip ``[C]`` the report score, ``[C, 3H]`` the log error profile per band
+    (mean and max over tiles, spread over time) and, for ``knn_enc``, ``[C, D]``
+    encoder features."""
     counts = [int(t.shape[0]) for t in clips]
     allt = torch.cat(list(clips)) if clips else torch.zeros(0, cfg.features.n_mels, cfg.features.tile_frames)
     rule = cfg.score.rule
@@ -74,20 +79,21 @@ def clip_views(model: UNet, clips: Sequence[torch.Tensor], masks: torch.Tensor, 
     )
     out = {"mse": per_clip_mean(per_tile.numpy(), counts)}
     band = maps.mean(-1)  # [N, H] error per band, averaged over time
+    spread = maps.std(-1)  # [N, H] its spread over time (short events)
     prof, off = [], 0
     for c in counts:
-        b = band[off : off + c]
+        b, sp = band[off : off + c], spread[off : off + c]
         off += c
-        prof.append(torch.cat([b.mean(0), b.max(0).values]).clamp_min(1e-8).log() if c else
-                    torch.full((2 * band.shape[1],), float("nan")))
-    out["knn_err"] = torch.stack(prof).numpy() if prof else np.zeros((0, 2 * cfg.features.n_mels))
+        prof.append(torch.cat([b.mean(0), b.max(0).values, sp.mean(0)]).clamp_min(1e-8).log() if c else
+                    torch.full((3 * band.shape[1],), float("nan")))
+    out["knn_err"] = torch.stack(prof).numpy() if prof else np.zeros((0, 3 * cfg.features.n_mels))
     if rule == "knn_enc":
         out["knn_enc"] = per_clip_mean(encoder_features(model, allt, cfg).numpy(), counts)
     return out
 
 
 class _UNetDetector:
-    def __init__(self, model: UNet, cfg: ASDConfig, bank: NeighbourBank | None, masks: torch.Tensor):
+    def __init__(self, model: UNet, cfg: ASDConfig, bank: DomainBanks | None, masks: torch.Tensor):
         self.model, self.cfg, self.bank, self.masks = model, cfg, bank, masks
 
     def score(self, clips: Sequence[torch.Tensor]) -> np.ndarray:
@@ -169,12 +175,13 @@ class UNetKind:
             idx = threshold_clip_indices(len(prep.score_rows), cfg)
             scores = clip_views(model, [prep.score_rows[i] for i in idx], masks, cfg)["mse"]
         else:
-            # Every training clip goes into the bank; each is scored without itself.
+            # Every training clip goes into its domain's bank; each is scored without itself.
             feats = clip_views(model, prep.score_rows, masks, cfg)[rule]
-            feats = feats[np.isfinite(feats).all(1)]
-            bank = NeighbourBank.fit(feats, k=cfg.score.rule_k)
+            ok = np.isfinite(feats).all(1)
+            doms = [d for d, good in zip(prep.domains, ok, strict=True) if good]
+            bank = DomainBanks.fit(feats[ok], doms, k=cfg.score.rule_k)
             state.update(bank.state_dict("bank."))
-            scores = bank.score(feats, exclude_self=True)
+            scores = bank.score(feats[ok], self_domain=bank.domain)
         scores = scores[np.isfinite(scores)]
         return Fitted(state, dict(prep.extras), gamma_threshold(scores, cfg.score.threshold_quantile), scores)
 
@@ -185,9 +192,16 @@ class UNetKind:
         model = UNet(cfg.model)
         model.load_state_dict({k[len("model."):]: v for k, v in state.items() if k.startswith("model.")})
         model = prepare_model(model.to(device).eval(), cfg.model.channels_last)
-        bank = NeighbourBank.from_state(state, "bank.") if "bank.bank" in state else None
-        if cfg.score.rule != "mse" and bank is None:
-            raise ValueError(f"artifact has no neighbour bank for score.rule {cfg.score.rule!r}")
+        bank = DomainBanks.from_state(state, "bank.") if "bank.bank" in state else None
+        if cfg.score.rule != "mse":
+            if bank is None:
+                raise ValueError(f"artifact has no neighbour bank for score.rule {cfg.score.rule!r}")
+            if n_masks and n_masks != cfg.score.n_masks:
+                # The bank holds the training clips' profiles under the artifact's own
+                # masks; profiles under other masks would not be comparable with them.
+                log.warning("score.rule %s: scoring with the artifact's %d masks, not %d",
+                            cfg.score.rule, cfg.score.n_masks, n_masks)
+            n_masks = cfg.score.n_masks
         return _UNetDetector(model, cfg, bank, scoring_masks(cfg, n_masks, device))
 
 
