@@ -43,7 +43,7 @@ from asd_core.detector import Scorer, train_type
 from asd_core.features import clip_tiles
 from asd_core.masks import RandomMaskSource
 from asd_core.metrics import section_metrics
-from asd_core.neighbours import NeighbourBank
+from asd_core.neighbours import DomainBanks, NeighbourBank
 from asd_core.reference import clip_features
 from asd_core.runtime import autocast, prepare_input
 from asd_core.scoring import score_tiles
@@ -113,9 +113,17 @@ def knn(tr: np.ndarray, te: np.ndarray, k: int) -> np.ndarray:
     return NeighbourBank.fit(tr, k=k).score(te)
 
 
-def rule_scores(tr: dict[str, np.ndarray], te: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """Every scoring rule of the study from the train and test clips' views."""
+def rule_scores(tr: dict[str, np.ndarray], te: dict[str, np.ndarray], domains: list[str]) -> dict[str, np.ndarray]:
+    """Every scoring rule of the study from the train and test clips' views
+    (``domains``: of the training clips, in order)."""
     out = {"mse": te["mse"], "mse_max": te["mse_max"]}
+    err3 = ["err_mean", "err_max", "err_tstd"]
+    cat3 = np.concatenate([tr[k] for k in err3], 1), np.concatenate([te[k] for k in err3], 1)
+    # the shipped rule (asd_core.kinds.unet, score.rule=knn_err): per-domain banks
+    out["knn_err_domains"] = DomainBanks.fit(cat3[0], domains, k=5).score(cat3[1])
+    encs = sorted(k for k in tr if k.startswith("enc"))
+    cat_e = np.concatenate([tr[k] for k in encs], 1), np.concatenate([te[k] for k in encs], 1)
+    out["knn_enc_domains"] = DomainBanks.fit(cat_e[0], domains, k=5).score(cat_e[1])
     mu, sd = tr["err_mean"].mean(0), tr["err_mean"].std(0) + 1e-6
     out["zerr"] = (((te["err_mean"] - mu) / sd) ** 2).mean(1)
     cat = lambda v, keys: np.concatenate([v[k] for k in keys], 1)  # noqa: E731
@@ -176,12 +184,69 @@ def run_one(mt: str, seed: int, variants: dict[str, dict], args, emit) -> None:
         tr_v, te_v = unet_views(tt, w_train, cfg, masks), unet_views(tt, w_test, cfg, masks)
         if args.views_dir:
             np.savez_compressed(
-                f"{args.views_dir}/{mt}_s{seed}_{vname}.npz", y=y, d=d,
+                f"{args.views_dir}/{mt}_s{seed}_{vname}.npz", y=y, d=d, train_domains=np.array(dom_train),
                 **{f"tr_{k}": v for k, v in tr_v.items()}, **{f"te_{k}": v for k, v in te_v.items()},
             )
-        for rule, s in rule_scores(tr_v, te_v).items():
+        for rule, s in rule_scores(tr_v, te_v, dom_train).items():
             emit({**base, "variant": vname, "rule": rule, **metrics(y, d, s), "train_s": t_train,
                   "score_s": time.perf_counter() - t0, "final_loss": tt.summary["losses"][-1]})
+
+
+def rescore(views_dir: str, train_target: int) -> list[dict]:
+    """Rule rows recomputed from the ``.npz`` views a run saved (no training)."""
+    import glob
+    import os
+
+    rows = []
+    for f in sorted(glob.glob(os.path.join(views_dir, "*_s*_*.npz"))):
+        stem = os.path.basename(f)[:-4]
+        mt, rest = stem.rsplit("_s", 1)
+        seed, vname = rest.split("_", 1)
+        z = np.load(f)
+        tr = {k[3:]: z[k] for k in z.files if k.startswith("tr_")}
+        te = {k[3:]: z[k] for k in z.files if k.startswith("te_")}
+        n = len(tr["mse"])
+        doms = list(z["train_domains"]) if "train_domains" in z.files else (
+            ["source"] * (n - train_target) + ["target"] * train_target)  # plan_archive's order
+        for rule, s in rule_scores(tr, te, doms).items():
+            rows.append({"machine_type": mt, "seed": int(seed), "variant": vname, "rule": rule,
+                         **metrics(z["y"], z["d"], s)})
+    return rows
+
+
+PLOTTED = {
+    ("base", "mse"): "U-Net, report score (mean masked MSE)",
+    ("base", "knn_err_domains"): "U-Net, default score (knn_err)",
+    ("ref", "knn-ref"): "kNN on log-mel statistics",
+    ("ref", "ae-maha"): "baseline autoencoder (Mahalanobis)",
+}
+
+
+def plot(rows: list[dict], path: str) -> None:
+    """Bars per machine type: mean over seeds of hmean(AUC(s), AUC(t), pAUC) of the
+    report's score, the default score and the two references."""
+    from matplotlib.figure import Figure
+
+    rows = list({(r["machine_type"], r["seed"], r["variant"], r["rule"]): r for r in rows}.values())
+    types = sorted({r["machine_type"] for r in rows})
+    fig = Figure(figsize=(9, 4))
+    ax = fig.add_subplot()
+    width = 0.8 / len(PLOTTED)
+    for i, (key, label) in enumerate(PLOTTED.items()):
+        vals, errs = [], []
+        for t in types:
+            v = [hmean([r["auc_source"], r["auc_target"], r["pauc"]]) for r in rows
+                 if (r["variant"], r["rule"]) == key and r["machine_type"] == t]
+            vals.append(np.mean(v) if v else np.nan)
+            errs.append(np.std(v) if len(v) > 1 else 0.0)
+        ax.bar(np.arange(len(types)) + (i - 1.5) * width, vals, width, yerr=errs, label=label, capsize=2)
+    ax.set_xticks(np.arange(len(types)), types)
+    ax.set_ylim(0.4, 1.0)
+    ax.axhline(0.5, color="grey", linewidth=0.8, linestyle=":")
+    ax.set_ylabel("hmean(AUC(s), AUC(t), pAUC)")
+    ax.set_title("Synthetic development set: mean over seeds (bars: std)")
+    ax.legend(fontsize=7, loc="lower right")
+    fig.savefig(path, dpi=110, bbox_inches="tight")
 
 
 def summarise(rows: list[dict]) -> str:
@@ -222,9 +287,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", default="study.jsonl")
     p.add_argument("--views-dir", default=None, help="save each model's clip views (.npz) to re-score offline")
     p.add_argument("--summarise", default=None, metavar="FILE")
+    p.add_argument("--plot", default=None, metavar="PNG", help="with --summarise: AUC per type, four detectors")
+    p.add_argument("--rescore", default=None, metavar="VIEWS_DIR",
+                   help="with --summarise: the U-Net rows recomputed from saved views with today's rules")
     args = p.parse_args(argv)
     if args.summarise:
-        print(summarise([json.loads(x) for x in open(args.summarise)]))
+        rows = [json.loads(x) for x in open(args.summarise)]
+        if args.rescore:
+            rows = [r for r in rows if r["variant"] == "ref"] + rescore(args.rescore, args.train_target)
+        print(summarise(rows))
+        if args.plot:
+            plot(rows, args.plot)
+            print(f"plot written to {args.plot}")
         return 0
     torch.set_num_threads(args.threads)
     variants = {} if args.no_base else {"base": {}}
