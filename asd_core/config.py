@@ -57,8 +57,9 @@ class ModelConfig:
     width: int = 64  # channels after ConvIn; the encoder doubles to 8*width (512 at 64)
     leaky_slope: float = 0.01
     # How the model runs (asd_core.runtime): bf16 autocast + channels_last measured
-    # 7x faster on an H200 and 3-4x on this CPU than fp32 NCHW, same clip ranking.
-    precision: str = "bf16"  # "bf16" (autocast) or "fp32"
+    # 7x faster on an H200 than fp32 NCHW, same clip ranking; on the CPU bf16 is
+    # slower, so "auto" = bf16 on CUDA, fp32 on CPU; channels_last pays on both.
+    precision: str = "auto"  # "auto", "bf16" (autocast) or "fp32"
     channels_last: bool = True
 
 

@@ -1,8 +1,9 @@
 """How a model runs on its device: numeric precision and memory layout.
 
-Measured (README, "Measured here" and the GPU table): on an H200 the report U-Net
-runs 7x faster with bf16 autocast and channels_last than in fp32 NCHW; on this
-2-core CPU inference is 1.6x faster with channels_last alone and 3-4x with both.
+Measured: on an H200 the report U-Net runs 7x faster with bf16 autocast and
+channels_last than in fp32 NCHW (the issue's table); on this 2-core CPU channels_last
+alone is 1.4-1.8x faster and bf16 autocast slower than fp32 (bench/bench_model.py, one
+thread), so ``precision="auto"`` (the default) is bf16 on CUDA and fp32 on CPU.
 bf16 autocast keeps the weights and the loss in fp32; only convolutions and matrix
 products run in bf16, and a test checks that clip scores rank as in fp32.
 """
@@ -14,18 +15,26 @@ import contextlib
 import torch
 from torch import nn
 
-PRECISIONS = ("fp32", "bf16")
+PRECISIONS = ("auto", "fp32", "bf16")
 
 
 def _device_type(device: str | torch.device) -> str:
     return torch.device(device).type
 
 
-def autocast(device: str | torch.device, precision: str):
-    """Autocast context for ``precision`` (``fp32`` = none, ``bf16``) on ``device``."""
+def resolve_precision(device: str | torch.device, precision: str) -> str:
+    """``auto`` -> ``bf16`` on CUDA, ``fp32`` elsewhere (measured fastest on this CPU:
+    width 8, one thread, channels_last: 496 forwards/s fp32 vs 344 bf16)."""
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
-    if precision == "fp32":
+    if precision == "auto":
+        return "bf16" if _device_type(device) == "cuda" else "fp32"
+    return precision
+
+
+def autocast(device: str | torch.device, precision: str):
+    """Autocast context for ``precision`` (``auto``, ``fp32`` = none, ``bf16``) on ``device``."""
+    if resolve_precision(device, precision) == "fp32":
         return contextlib.nullcontext()
     return torch.autocast(_device_type(device), dtype=torch.bfloat16)
 
