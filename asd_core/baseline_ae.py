@@ -6,7 +6,7 @@ power 2.0; 5 consecutive frames stacked into 640-d vectors, no input normalisati
 Model: dense encoder 640-128-128-128-128-8 and a mirrored decoder; every hidden layer
 is Linear + BatchNorm1d(momentum 0.01, eps 1e-3) + ReLU (the bottleneck too); the
 output layer is linear. Trained with Adam (lr 1e-3), batch 256, 100 epochs on shuffled
-frame vectors, MSE.
+frame vectors, MSE (the epochs and the covariances: :mod:`asd_core.kinds.baseline_ae`).
 
 Scores of a clip:
 
@@ -20,9 +20,7 @@ Scores of a clip:
 from __future__ import annotations
 
 import sys
-import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -74,64 +72,6 @@ def frame_vectors(wav: np.ndarray | torch.Tensor, cfg: BaselineAEConfig) -> torc
         return torch.zeros(0, cfg.ae_n_mels * cfg.ae_frames)
     # vector i = frames i .. i+frames-1, each n_mels long, concatenated
     return logmel.unfold(1, cfg.ae_frames, 1)[:, :n].permute(1, 2, 0).reshape(n, -1).contiguous()
-
-
-@dataclass
-class FittedAE:
-    model: BaselineAE
-    cov_inv: torch.Tensor  # [2, n_mels, n_mels]: source, target
-    losses: list[float]
-    seconds: float
-
-
-def fit_ae(
-    clips: Sequence[torch.Tensor],
-    domains: Sequence[str | None],
-    cfg: BaselineAEConfig,
-    *,
-    device: str | torch.device = "cpu",
-    seed: int = 0,
-    on_epoch: Callable[[int, float], None] | None = None,
-) -> FittedAE:
-    """Train on the clips' frame vectors (``clips``: ``[n_c, 640]`` each), then fit the
-    residual covariances per domain."""
-    t0 = time.perf_counter()
-    torch.manual_seed(seed)
-    x = torch.cat(list(clips)).to(device)
-    if x.shape[0] == 0:
-        raise ValueError("no training frame vectors")
-    model = BaselineAE(cfg).to(device)
-    opt = torch.optim.Adam(model.parameters(), lr=cfg.ae_lr)
-    g = torch.Generator().manual_seed(seed)
-    losses = []
-    for epoch in range(cfg.ae_epochs):
-        model.train()
-        order = torch.randperm(x.shape[0], generator=g).to(device)
-        total, steps = 0.0, 0
-        for start in range(0, x.shape[0], cfg.ae_batch_size):
-            b = x[order[start : start + cfg.ae_batch_size]]
-            if b.shape[0] < 2:  # BatchNorm needs two rows in training mode
-                continue
-            loss = ((model(b) - b) ** 2).mean()
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            total, steps = total + float(loss.detach()), steps + 1
-        losses.append(total / max(steps, 1))
-        if on_epoch:
-            on_epoch(epoch, losses[-1])
-    model.eval()
-    covs = []
-    for dom in ("source", "target"):
-        sel = [c for c, d in zip(clips, domains, strict=True) if d == dom]
-        if dom == "source" and not sel:  # unknown domains: every clip is "source"
-            sel = [c for c, d in zip(clips, domains, strict=True) if d != "target"]
-        covs.append(residual_cov_inv(model, sel, cfg) if sel else None)
-    if covs[0] is None:
-        covs[0] = covs[1]
-    if covs[1] is None:
-        covs[1] = covs[0]
-    return FittedAE(model.cpu(), torch.stack(covs).cpu(), losses, time.perf_counter() - t0)
 
 
 @torch.inference_mode()

@@ -102,8 +102,8 @@ class DomainBanks:
             sub = NeighbourBank(self.mean, self.std, self.bank[rows], int(k))
             if self_domain is None:
                 s = torch.from_numpy(sub.score(q))
-            else:  # rows of domain i are in the bank: leave each one out
-                s = torch.from_numpy(sub.score(q)) if not (self_domain == i).any() else _loo(sub, q, self_domain == i)
+            else:  # queries of domain i are rows of this bank: leave each one out
+                s = _loo(sub, q, self_domain == i)
             best = torch.minimum(best, torch.nan_to_num(s, nan=float("inf")))
         return best.numpy()
 

@@ -28,53 +28,27 @@ from asd_core.dcase import AUDIO_SUFFIXES, ClipNameError, parse_path
 from asd_core.storage import Location, open_location, read_bytes
 
 SAMPLE_RATE = 16000  # Hz
-N_FFT = 1024
-HOP = 256  # 16 ms
-N_MELS = 64
-
-_MEL: Any = None
-
-
-def _mel_transform():
-    """The MelSpectrogram module, built once per process (its filter bank is reused)."""
-    global _MEL
-    if _MEL is None:
-        import torchaudio
-
-        _MEL = torchaudio.transforms.MelSpectrogram(
-            sample_rate=SAMPLE_RATE, n_fft=N_FFT, hop_length=HOP, n_mels=N_MELS, power=2.0
-        )
-    return _MEL
-
-
-def log_mel(x: np.ndarray) -> np.ndarray:
-    """``[T]`` float samples at 16 kHz -> ``[64, frames]`` log-mel power in dB."""
-    import torch
-
-    with torch.no_grad():
-        mel = _mel_transform()(torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)))
-    return (10.0 * torch.log10(mel + 1e-10)).numpy()
 
 
 def clip_features(x: np.ndarray) -> np.ndarray:
-    """``[T]`` samples -> ``[128]``: per-band mean then per-band std of the log-mel (dB)."""
-    m = log_mel(x)
-    return np.concatenate([m.mean(axis=1), m.std(axis=1)]).astype(np.float64)
+    """``[T]`` samples at 16 kHz -> ``[128]``: per-band mean then per-band std of the
+    log-mel (dB; n_fft 1024, hop 256, 64 bands): the ``knn`` model kind's features."""
+    from asd_core.config import ASDConfig
+    from asd_core.kinds.knn import clip_statistics
+
+    return clip_statistics(x, ASDConfig())[0].numpy().astype(np.float64)
 
 
 def knn_scores(train: np.ndarray, test: np.ndarray, k: int = 5) -> np.ndarray:
     """Mean distance of each ``test`` row to its ``k`` nearest ``train`` rows.
 
     ``train``: ``[N, D]``, ``test``: ``[M, D]``; features are standardised with
-    the training set's mean and std first. Returns ``[M]`` (higher = more anomalous).
+    the training set's mean and std first (:class:`asd_core.neighbours.NeighbourBank`,
+    which the ``knn`` model kind stores). Returns ``[M]`` (higher = more anomalous).
     """
-    from sklearn.neighbors import NearestNeighbors
-    from sklearn.preprocessing import StandardScaler
+    from asd_core.neighbours import NeighbourBank
 
-    scaler = StandardScaler().fit(train)
-    nn = NearestNeighbors(n_neighbors=min(k, len(train))).fit(scaler.transform(train))
-    dist, _ = nn.kneighbors(scaler.transform(test))
-    return dist.mean(axis=1)
+    return NeighbourBank.fit(train, k=k).score(test)
 
 
 def dcase_metrics(domains: Iterable[str], labels: Iterable[int], scores: Iterable[float]) -> dict[str, float]:

@@ -301,6 +301,11 @@ def side_by_side(sections: Sequence[SectionMetrics], kinds: Sequence[str] | None
         off = official_score([m for m in sections if (m.model_kind or "unet") == k])
         offs += [_pct(off), "", ""]
     body.append(offs)
+    return _grid(head, body)
+
+
+def _grid(head: list[str], body: list[list[str]]) -> str:
+    """A plain-text table: the first two columns left-aligned, the rest right-aligned."""
     widths = [max(len(r[i]) for r in [head, *body]) for i in range(len(head))]
 
     def line(r: list[str]) -> str:
@@ -344,13 +349,7 @@ def format_table(sections: Sequence[SectionMetrics], official: float | None = No
             vals = [getattr(m, c) for m in sections if np.isfinite(getattr(m, c))]
             hm.append(official_score_values(vals))
         body.append(["harmonic mean", ""] + [_pct(v) for v in hm] + [""] * 6 + [str(sum(m.n_clips for m in sections))])
-    widths = [max(len(r[i]) for r in [head, *body]) for i in range(len(head))]
-
-    def line(r: list[str]) -> str:
-        return " | ".join(c.ljust(w) if i < 2 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths, strict=True)))
-
-    out = [line(head), "-+-".join("-" * w for w in widths)]
-    out += [line(r) for r in body]
+    out = [_grid(head, body)]
     out.append("")
     out.append(f"Official score (harmonic mean of AUC(source), AUC(target), pAUC): {_pct(off)}")
     return "\n".join(out)

@@ -13,7 +13,7 @@ clip's score does not depend on which clips share its batch.
 Besides the report's number, :func:`score_tiles` can return each tile's *error map*
 ``[H, W]``: per pixel, the squared error averaged over the masks that hid it. Scoring
 rules that compare a clip's errors with the training clips' errors (per mel band)
-start from it (:mod:`asd_core.unet_rules`).
+start from it (:mod:`asd_core.kinds.unet`).
 """
 
 from __future__ import annotations

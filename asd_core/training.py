@@ -9,8 +9,6 @@ the same samples and masks as single-worker training on the same data.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
-from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -89,34 +87,3 @@ def train_epoch(
         total += float(loss.detach())
         steps += 1
     return total / max(steps, 1)
-
-
-@dataclass
-class FitResult:
-    losses: list[float]
-    seconds: float
-
-
-def fit(
-    model: nn.Module,
-    tiles: torch.Tensor,
-    train_cfg: TrainConfig,
-    mask_cfg: MaskConfig,
-    *,
-    device: str | torch.device = "cpu",
-    on_epoch: Callable[[int, float], None] | None = None,
-) -> FitResult:
-    """Single-process training: Adam(lr) for ``epochs`` epochs. ``tiles``: ``[N, H, W]``."""
-    import time
-
-    t0 = time.perf_counter()
-    model.to(device)
-    opt = torch.optim.Adam(model.parameters(), lr=train_cfg.lr)
-    losses = []
-    for epoch in range(train_cfg.epochs):
-        loss = train_epoch(model, tiles, opt, epoch, train_cfg, mask_cfg, device=device)
-        losses.append(loss)
-        if on_epoch:
-            on_epoch(epoch, loss)
-    model.eval()
-    return FitResult(losses, time.perf_counter() - t0)

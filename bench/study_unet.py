@@ -37,10 +37,9 @@ from collections import defaultdict
 import numpy as np
 import torch
 
-from asd_core.baseline_ae import ae_scores, fit_ae, frame_vectors
 from asd_core.config import parse_overrides, preset
 from asd_core.detector import Scorer, train_type
-from asd_core.features import clip_tiles
+from asd_core.kinds.unet import error_profiles
 from asd_core.masks import RandomMaskSource
 from asd_core.metrics import section_metrics
 from asd_core.neighbours import DomainBanks, NeighbourBank
@@ -75,38 +74,32 @@ def encoder_levels(model, tiles: torch.Tensor, cfg) -> list[torch.Tensor]:
 
 
 def unet_views(tt, wavs, cfg, masks) -> dict[str, np.ndarray]:
-    """Per clip: report score, max-tile score, band error profiles (log mean and max over
-    tiles; signed residual), encoder features per level (mean over tiles)."""
-    det = Scorer({"x": tt.artifact("x")}).detectors["x"]
-    model = det.model
-    tiles = [det_features(tt, w, cfg) for w in wavs]
+    """Per clip: report score, max-tile score, the band error profile of the shipped
+    ``knn_err`` rule in its three parts (log mean and max over tiles, spread over time),
+    encoder features per level (mean over tiles)."""
+    scorer = Scorer({"x": tt.artifact("x")})
+    model = scorer.detectors["x"].model
+    tiles = [scorer.features("x", w) for w in wavs]
     counts = [t.shape[0] for t in tiles]
     allt = torch.cat(tiles)
     per_tile, maps = score_tiles(
         model, allt, masks, forward_batch=cfg.score.forward_batch, fill=cfg.masks.fill,
         precision=cfg.model.precision, channels_last=cfg.model.channels_last, error_maps=True,
     )
-    band = maps.mean(-1)  # [N, H]
-    levels = encoder_levels(model, allt, cfg)
     views: dict[str, list] = defaultdict(list)
+    for k, part in zip(("err_mean", "err_max", "err_tstd"), np.split(error_profiles(maps, counts), 3, axis=1),
+                       strict=True):
+        views[k] = list(part)
+    levels = encoder_levels(model, allt, cfg)
     off = 0
     for c in counts:
         sl = slice(off, off + c)
         off += c
         views["mse"].append(float(per_tile[sl].mean()))
         views["mse_max"].append(float(per_tile[sl].max()))
-        views["err_mean"].append(band[sl].mean(0).clamp_min(1e-8).log().numpy())
-        views["err_max"].append(band[sl].max(0).values.clamp_min(1e-8).log().numpy())
-        views["err_tstd"].append(maps[sl].std(-1).mean(0).clamp_min(1e-8).log().numpy())  # per band, over time
         for i, lv in enumerate(levels):
             views[f"enc{i}"].append(lv[sl].mean(0).numpy())
     return {k: np.asarray(v) for k, v in views.items()}
-
-
-def det_features(tt, wav, cfg) -> torch.Tensor:
-    from asd_core.features import Normalizer
-
-    return Normalizer.from_dict(tt.fitted.extras["normalizer"])(clip_tiles(wav, cfg.features, train=False))
 
 
 def knn(tr: np.ndarray, te: np.ndarray, k: int) -> np.ndarray:
@@ -164,13 +157,15 @@ def run_one(mt: str, seed: int, variants: dict[str, dict], args, emit) -> None:
         ref = NeighbourBank.fit(np.stack([clip_features(w) for w in w_train]), k=5)
         s = ref.score(np.stack([clip_features(w) for w in w_test]))
         emit({**base, "variant": "ref", "rule": "knn-ref", **metrics(y, d, s), "seconds": time.perf_counter() - t0})
-        cfg = preset("tiny")
+        cfg = preset("tiny", {"kind": "baseline-ae", "seed": seed})
         t0 = time.perf_counter()
-        fa = fit_ae([frame_vectors(w, cfg.ae) for w in w_train], dom_train, cfg.ae, seed=seed)
-        sc = np.array([ae_scores(fa.model, fa.cov_inv, frame_vectors(w, cfg.ae), cfg.ae) for w in w_test])
-        sec = time.perf_counter() - t0
-        emit({**base, "variant": "ref", "rule": "ae-mse", **metrics(y, d, sc[:, 0]), "seconds": sec})
-        emit({**base, "variant": "ref", "rule": "ae-maha", **metrics(y, d, sc[:, 1]), "seconds": sec})
+        tt = train_type(w_train, cfg, domains=dom_train)
+        for rule, score in (("ae-mse", "mse"), ("ae-maha", "mahalanobis")):
+            art = tt.artifact(mt)
+            art.config = cfg.override({"ae_score": score})
+            sc = Scorer({mt: art})
+            s = np.array([sc.score_wav(mt, w).score for w in w_test])
+            emit({**base, "variant": "ref", "rule": rule, **metrics(y, d, s), "seconds": time.perf_counter() - t0})
 
     for vname, overrides in variants.items():
         cfg = preset(args.preset, {**STUDY_DEFAULTS, "seed": seed, **overrides})

@@ -132,12 +132,11 @@ def fit_kind(
     kind = get_kind(cfg.model.kind)
     doms = list(domains) if domains is not None else [None] * len(wavs)
     prep = kind.assemble([kind.clip_rows(w, cfg) for w in wavs], doms, cfg)
+    torch.manual_seed(cfg.train.seed)  # same initial weights as a Ray Train worker's
     model = kind.build(cfg)
     losses: list[float] = []
     t1 = time.perf_counter()
     if model is not None:
-        torch.manual_seed(cfg.train.seed)
-        model = kind.build(cfg)  # same initial weights as a Ray Train worker's
         prepare_model(model.to(device), cfg.model.channels_last)
         data = torch.from_numpy(np.asarray(prep.train_data, dtype=np.float32))
         opt = kind.optimizer(model, cfg)

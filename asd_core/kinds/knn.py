@@ -31,7 +31,7 @@ MAX_BANK_SEGMENTS = 50_000
 def clip_statistics(wav: np.ndarray, cfg: ASDConfig) -> torch.Tensor:
     """``[T]`` -> ``[1, 2 * n_mels]``: per-band mean then std of the log-mel (dB)."""
     m = log_mel(wav, cfg.features)
-    return torch.cat([m.mean(1), m.std(1)])[None].float()
+    return torch.cat([m.mean(1), m.std(1, correction=0)])[None].float()
 
 
 def segments(wav: np.ndarray, cfg: ASDConfig) -> torch.Tensor:

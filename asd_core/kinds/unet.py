@@ -67,17 +67,26 @@ def encoder_features(model: UNet, tiles: torch.Tensor, cfg: ASDConfig, batch: in
 
 
 def clip_views(model: UNet, clips: Sequence[torch.Tensor], masks: torch.Tensor, cfg: ASDConfig) -> dict[str, np.ndarray]:
-    """Per clip ``[C]`` the report score, ``[C, 3H]`` the log error profile per band
-    (mean and max over tiles, spread over time) and, for ``knn_enc``, ``[C, D]``
-    encoder features."""
+    """Per clip what ``score.rule`` reads, under that rule's name: ``mse`` ``[C]`` the
+    report score, ``knn_err`` ``[C, 3H]`` error profiles (:func:`error_profiles`),
+    ``knn_enc`` ``[C, D]`` encoder features."""
     counts = [int(t.shape[0]) for t in clips]
     allt = torch.cat(list(clips)) if clips else torch.zeros(0, cfg.features.n_mels, cfg.features.tile_frames)
     rule = cfg.score.rule
-    per_tile, maps = score_tiles(
-        model, allt, masks, forward_batch=cfg.score.forward_batch, fill=cfg.masks.fill,
-        precision=cfg.model.precision, channels_last=cfg.model.channels_last, error_maps=True,
-    )
-    out = {"mse": per_clip_mean(per_tile.numpy(), counts)}
+    if rule == "knn_enc":  # the unmasked tiles only: no reconstruction needed
+        return {rule: per_clip_mean(encoder_features(model, allt, cfg).numpy(), counts)}
+    kw = dict(forward_batch=cfg.score.forward_batch, fill=cfg.masks.fill, precision=cfg.model.precision,
+              channels_last=cfg.model.channels_last)
+    if rule == "knn_err":
+        _, maps = score_tiles(model, allt, masks, error_maps=True, **kw)
+        return {rule: error_profiles(maps, counts)}
+    return {"mse": per_clip_mean(score_tiles(model, allt, masks, **kw).numpy(), counts)}
+
+
+def error_profiles(maps: torch.Tensor, counts: Sequence[int]) -> np.ndarray:
+    """Error maps ``[N, H, W]`` of the clips' tiles (``counts`` per clip) -> ``[C, 3H]``:
+    per band the log of the error's mean and max over the clip's tiles and of its
+    spread over time (NaN rows for clips without tiles)."""
     band = maps.mean(-1)  # [N, H] error per band, averaged over time
     spread = maps.std(-1)  # [N, H] its spread over time (short events)
     prof, off = [], 0
@@ -86,10 +95,7 @@ def clip_views(model: UNet, clips: Sequence[torch.Tensor], masks: torch.Tensor, 
         off += c
         prof.append(torch.cat([b.mean(0), b.max(0).values, sp.mean(0)]).clamp_min(1e-8).log() if c else
                     torch.full((3 * band.shape[1],), float("nan")))
-    out["knn_err"] = torch.stack(prof).numpy() if prof else np.zeros((0, 3 * cfg.features.n_mels))
-    if rule == "knn_enc":
-        out["knn_enc"] = per_clip_mean(encoder_features(model, allt, cfg).numpy(), counts)
-    return out
+    return torch.stack(prof).numpy() if prof else np.zeros((0, 3 * maps.shape[1]))
 
 
 class _UNetDetector:
