@@ -9,6 +9,9 @@ from pathlib import Path
 
 import pytest
 
+# Real DCASE 2023 recordings: $ASD_REAL_SAMPLES when set, else ../shared/real-samples/dcase2023
+# beside the clone. The folder holds <machine_type>/{train,test}/*.wav.
+REAL_SAMPLES_ENV = "ASD_REAL_SAMPLES"
 REAL_SAMPLES = Path(__file__).resolve().parents[2] / "shared" / "real-samples" / "dcase2023"
 
 S3_ENV = {
@@ -67,6 +70,15 @@ def ray_cluster(s3_endpoint):
 
 @pytest.fixture
 def real_samples() -> Path:
+    """The real-sample folder; skips when neither ``$ASD_REAL_SAMPLES`` nor the default
+    folder exists, and fails when ``$ASD_REAL_SAMPLES`` names a missing folder (someone
+    asked for the samples: a typo must not turn into a silent skip)."""
+    env = os.environ.get(REAL_SAMPLES_ENV)
+    if env:
+        path = Path(env).expanduser()
+        if not path.is_dir():
+            pytest.fail(f"{REAL_SAMPLES_ENV}={env} is not a folder")
+        return path
     if not REAL_SAMPLES.is_dir():
-        pytest.skip("shared real samples are not present")
+        pytest.skip(f"real samples not present: set {REAL_SAMPLES_ENV}=/path/to/dcase2023 or put them in {REAL_SAMPLES}")
     return REAL_SAMPLES

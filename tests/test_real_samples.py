@@ -1,6 +1,7 @@
 """Smoke test on real DCASE 2023 recordings: decode, features, a tiny model, scores."""
 
 import numpy as np
+import pytest
 
 from asd_core.audio import decode
 from asd_core.config import preset
@@ -30,3 +31,17 @@ def test_tiny_model_on_real_train_clips_scores_real_test_clips(real_samples):
     scorer = Scorer({"all": tt.artifact("all", "unet-real")})
     scores = [scorer.score_wav("all", decode(f.read_bytes())).score for f in sorted(real_samples.glob("*/test/*.wav"))]
     assert len(scores) == 14 and np.isfinite(scores).all() and min(scores) > 0
+
+
+
+def test_real_samples_folder_comes_from_the_environment(tmp_path, monkeypatch, request):
+    """$ASD_REAL_SAMPLES points the fixture at any folder."""
+    monkeypatch.setenv("ASD_REAL_SAMPLES", str(tmp_path))
+    assert request.getfixturevalue("real_samples") == tmp_path
+
+
+def test_real_samples_env_naming_a_missing_folder_fails(tmp_path, monkeypatch, request):
+    """A typo in $ASD_REAL_SAMPLES fails the test instead of skipping it silently."""
+    monkeypatch.setenv("ASD_REAL_SAMPLES", str(tmp_path / "missing"))
+    with pytest.raises(pytest.fail.Exception, match="ASD_REAL_SAMPLES"):
+        request.getfixturevalue("real_samples")
