@@ -1,29 +1,40 @@
-"""Model artifacts: one directory per machine type, everything scoring needs.
+"""Model artifacts: every trained version of a machine type's model, and a pointer to
+the one scoring uses.
 
 ::
 
     <models>/<machine_type>/
-        weights.pt        state_dict (loaded with weights_only=True)
-        artifact.json     model kind, model id, resolved config, normalisation
-                          stats, decision threshold, training summary
+        <model_id>/           one folder per trained version, never rewritten
+            weights.pt        state_dict (loaded with weights_only=True)
+            artifact.json     model kind, model id, resolved config, normalisation
+                              stats, decision threshold, training summary
+        current.json          {"model_id": ...}: the version scoring uses; written
+                              last, so a crash mid-save leaves the old one current
+
+Artifacts of the first layout (``weights.pt`` and ``artifact.json`` directly under
+``<machine_type>/``) still load: without ``current.json`` they are the type's model,
+and they are listed as a version once newer ones are saved beside them.
 
 ``weights.pt`` holds every tensor of the model's state (a kind's weights, neighbour
 bank, covariances). ``model_id`` is ``<kind>-<12 hex>`` of a sha256 over everything
 that decides a score: the weights (their sha256, recorded as ``weights_sha256``), the
 resolved config, the kind's extras (the U-Net's normaliser) and the threshold
-(:func:`compute_model_id`). It is computed at save time and recomputed from the files
-whenever an artifact is read: an edited ``artifact.json`` (another ``n_fft``,
-threshold, ...) simply gets a different id, so its scores are never mixed with the old
-ones and incremental runs score again. Weights that do not match ``weights_sha256``
-(replaced or corrupted) are refused (:class:`ArtifactError`).
+(:func:`compute_model_id`). It is computed at save time (and names the version's
+folder) and recomputed from the files whenever an artifact is read: an edited
+``artifact.json`` (another ``n_fft``, threshold, ...) simply gets a different id, so
+its scores are never mixed with the old ones and incremental runs score again. Weights
+that do not match ``weights_sha256`` (replaced or corrupted) are refused
+(:class:`ArtifactError`).
 """
 
 from __future__ import annotations
 
+import datetime
 import hashlib
 import io
 import json
-import time
+import os
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -36,6 +47,7 @@ from .storage import Location, open_location, read_bytes, write_bytes
 
 WEIGHTS = "weights.pt"
 META = "artifact.json"
+CURRENT = "current.json"
 # 3: weights.pt holds the kind's whole state ("model.*" weights, banks); 1-2 held a
 # bare U-Net state dict (2 added weights_sha256).
 FORMAT = 3
@@ -64,6 +76,11 @@ class Artifact:
         return self.config.model.kind
 
 
+def _now() -> str:
+    """UTC time as ``2026-11-26T15:05:17.123Z``."""
+    return datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+
+
 def state_bytes(state: dict[str, torch.Tensor]) -> bytes:
     buf = io.BytesIO()
     torch.save({k: v.detach().cpu().contiguous() for k, v in state.items()}, buf)
@@ -88,10 +105,13 @@ def save_artifact(
     config: ASDConfig,
     summary: dict[str, Any] | None = None,
 ) -> str:
-    """Write ``<loc>/<machine_type>/``; returns the model id.
+    """Write a new version ``<loc>/<machine_type>/<model_id>/`` and make it current;
+    returns the model id.
 
-    Weights are written first and the metadata last, so a directory with an
-    ``artifact.json`` is always complete.
+    Weights are written first, the metadata next (a version folder with an
+    ``artifact.json`` is complete) and the ``current.json`` pointer last, so a crash
+    anywhere before leaves the previous version current. Earlier versions are kept
+    (:func:`list_versions`, :func:`set_current`).
     """
     if isinstance(loc, str):
         loc = open_location(loc)
@@ -103,7 +123,7 @@ def save_artifact(
         "model_id": "",
         "weights_sha256": hashlib.sha256(blob).hexdigest(),
         "asd_core_version": __version__,
-        "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "created_at": _now(),  # ms: versions saved within a second still sort
         "config": config.to_dict(),
         "extras": fitted.extras,
         "threshold": float(fitted.threshold),
@@ -112,14 +132,16 @@ def save_artifact(
     if "normalizer" in fitted.extras:  # format 1 readers found it here
         meta["normalizer"] = fitted.extras["normalizer"]
     meta["model_id"] = model_id = compute_model_id(meta)
-    d = loc.join(machine_type)
+    d = loc.join(machine_type, model_id)
     write_bytes(loc, f"{d.path}/{WEIGHTS}", blob)
     write_bytes(loc, f"{d.path}/{META}", json.dumps(meta, indent=2).encode())
+    _write_pointer(loc, machine_type, model_id)
     return model_id
 
 
 def list_artifacts(loc: Location | str) -> list[str]:
-    """Machine types that have a complete artifact under ``loc``."""
+    """Machine types that have a current model under ``loc`` (a ``current.json``
+    pointer, or an artifact of the first layout)."""
     if isinstance(loc, str):
         loc = open_location(loc)
     if not loc.fs.exists(loc.path):
@@ -127,18 +149,24 @@ def list_artifacts(loc: Location | str) -> list[str]:
     out = []
     for entry in loc.fs.ls(loc.path, detail=False):
         name = entry.rstrip("/").rsplit("/", 1)[-1]
-        if loc.fs.exists(f"{entry.rstrip('/')}/{META}"):
+        base = entry.rstrip("/")
+        if loc.fs.exists(f"{base}/{CURRENT}") or loc.fs.exists(f"{base}/{META}"):
             out.append(name)
     return sorted(out)
 
 
-def read_meta(loc: Location, machine_type: str) -> dict[str, Any]:
-    """``<loc>/<machine_type>/artifact.json`` (config, extras, threshold) with its
-    ``model_id`` recomputed (:func:`compute_model_id`); reads the weights only for
-    artifacts saved before ``weights_sha256`` was recorded."""
-    d = loc.join(machine_type).path
-    meta = json.loads(read_bytes(loc, f"{d}/{META}"))
-    blob = None if "weights_sha256" in meta else read_bytes(loc, f"{d}/{WEIGHTS}")
+def read_meta(loc: Location | str, machine_type: str, model_id: str | None = None) -> dict[str, Any]:
+    """The current (or the ``model_id``) version's ``artifact.json`` (config, extras,
+    threshold) with its ``model_id`` recomputed (:func:`compute_model_id`); reads the
+    weights only for artifacts saved before ``weights_sha256`` was recorded."""
+    if isinstance(loc, str):
+        loc = open_location(loc)
+    return _read_meta_at(loc, artifact_dir(loc, machine_type, model_id))
+
+
+def _read_meta_at(loc: Location, d: Location) -> dict[str, Any]:
+    meta = json.loads(read_bytes(loc, f"{d.path}/{META}"))
+    blob = None if "weights_sha256" in meta else read_bytes(loc, f"{d.path}/{WEIGHTS}")
     meta["model_id"] = compute_model_id(meta, blob)
     return meta
 
@@ -148,18 +176,20 @@ def load_artifact(
     machine_type: str,
     *,
     expect_config: ASDConfig | None = None,
+    model_id: str | None = None,
 ) -> Artifact:
-    """Load ``<loc>/<machine_type>/`` (weights as tensors; :class:`asd_core.detector.Scorer`
-    turns them into a ready model of the artifact's kind).
+    """Load the current version of ``<loc>/<machine_type>/`` (or the ``model_id``
+    version): weights as tensors; :class:`asd_core.detector.Scorer` turns them into a
+    ready model of the artifact's kind.
 
     With ``expect_config``, refuses an artifact whose feature or mask config
     differs from the caller's: its scores would not mean what the caller thinks.
     """
     if isinstance(loc, str):
         loc = open_location(loc)
-    d = loc.join(machine_type)
+    d = artifact_dir(loc, machine_type, model_id)
     try:
-        meta = read_meta(loc, machine_type)
+        meta = _read_meta_at(loc, d)
         blob = read_bytes(loc, f"{d.path}/{WEIGHTS}")
     except FileNotFoundError as e:
         raise ArtifactError(f"no model artifact for {machine_type!r} at {d.uri}") from e
@@ -215,3 +245,175 @@ def extras_of(meta: dict[str, Any]) -> dict[str, Any]:
     if "normalizer" in meta and "normalizer" not in extras:
         extras["normalizer"] = meta["normalizer"]
     return extras
+
+
+# ---------------------------------------------------------------- versions
+_VERSION_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+
+
+def current_id(loc: Location, machine_type: str) -> str | None:
+    """The model id ``<loc>/<machine_type>/current.json`` names; None without a pointer
+    (no model, or an artifact of the first layout)."""
+    path = f"{loc.join(machine_type).path}/{CURRENT}"
+    try:
+        raw = read_bytes(loc, path)
+    except FileNotFoundError:
+        return None
+    try:
+        model_id = json.loads(raw)["model_id"]
+        if not isinstance(model_id, str) or not _VERSION_NAME.match(model_id):
+            raise ValueError(f"model_id {model_id!r} is not a folder name")
+    except (ValueError, KeyError, TypeError) as e:
+        raise ArtifactError(f"unreadable pointer {loc.uri_of(path)}: {e}") from e
+    return model_id
+
+
+def artifact_dir(loc: Location, machine_type: str, model_id: str | None = None) -> Location:
+    """The folder holding the ``artifact.json`` of ``machine_type``'s current version
+    (or of version ``model_id``): ``<type>/<model_id>/``, or ``<type>/`` itself for an
+    artifact of the first layout. Without a pointer and without a first-layout
+    artifact it is ``<type>/`` (reading it then fails naming that folder)."""
+    tdir = loc.join(machine_type)
+    pointer = model_id is None
+    if pointer:
+        model_id = current_id(loc, machine_type)
+        if model_id is None:
+            return tdir
+    if not _VERSION_NAME.match(model_id):
+        raise ArtifactError(f"{model_id!r} is not a model id (one folder name under {tdir.uri})")
+    vdir = tdir.join(model_id)
+    if loc.fs.exists(f"{vdir.path}/{META}"):
+        return vdir
+    if loc.fs.exists(f"{tdir.path}/{META}"):  # first layout: its id is computed from its files
+        try:
+            if _read_meta_at(loc, tdir)["model_id"] == model_id:
+                return tdir
+        except Exception:  # noqa: BLE001 - an unreadable first-layout artifact is not this version
+            pass
+    where = f"{tdir.uri}/{CURRENT} names {model_id!r}, which" if pointer else f"version {model_id!r}"
+    raise ArtifactError(f"{where} has no {META} under {tdir.uri} (see 'asd models {loc.uri}')")
+
+
+def artifact_uri(loc: Location, machine_type: str) -> str:
+    """The URI of the current version's folder for messages; the type's folder when the
+    pointer itself is unusable."""
+    try:
+        return artifact_dir(loc, machine_type).uri
+    except Exception:  # noqa: BLE001 - a message must not fail
+        return loc.join(machine_type).uri
+
+
+def _write_pointer(loc: Location, machine_type: str, model_id: str) -> None:
+    path = f"{loc.join(machine_type).path}/{CURRENT}"
+    data = json.dumps({"model_id": model_id, "updated_at": _now()})
+    if loc.protocol == "file":  # a rename is atomic: a reader sees the old or the new pointer
+        tmp = f"{path}.{os.getpid()}.tmp"
+        write_bytes(loc, tmp, data.encode())
+        os.replace(tmp, path)
+    else:  # one PUT: the object is replaced whole
+        write_bytes(loc, path, data.encode())
+
+
+def list_versions(loc: Location | str, machine_type: str) -> list[dict[str, Any]]:
+    """Every saved version of ``machine_type``'s model, oldest first: ``model_id``,
+    ``kind``, ``created_at``, ``current``, ``uri``, ``layout`` (``versioned`` or
+    ``first``), the training metrics the artifact holds (``threshold``, ``epochs``,
+    ``final_loss``, ``n_clips``, ``train_score_mean``, ``run_id``) and, when its
+    ``artifact.json`` was edited after saving, ``scores_model_id`` (the id its score
+    rows carry). A version that cannot be read has ``error`` instead of metrics."""
+    if isinstance(loc, str):
+        loc = open_location(loc)
+    tdir = loc.join(machine_type)
+    if not loc.fs.isdir(tdir.path):
+        return []
+    try:
+        cur = current_id(loc, machine_type)
+    except ArtifactError:
+        cur = None
+    found: list[tuple[str, Location, str]] = []
+    for entry in loc.fs.ls(tdir.path, detail=False):
+        name = entry.rstrip("/").rsplit("/", 1)[-1]
+        if _VERSION_NAME.match(name) and loc.fs.exists(f"{tdir.path}/{name}/{META}"):
+            found.append((name, tdir.join(name), "versioned"))
+    if loc.fs.exists(f"{tdir.path}/{META}"):
+        found.append(("", tdir, "first"))
+    rows = []
+    for name, d, layout in found:
+        row: dict[str, Any] = {"machine_type": machine_type, "model_id": name, "uri": d.uri, "layout": layout}
+        try:
+            meta = _read_meta_at(loc, d)
+        except Exception as e:  # noqa: BLE001 - listed with its error
+            row.update(kind="", created_at="", error=f"{type(e).__name__}: {e}")
+        else:
+            summary = meta.get("summary") or {}
+            losses = summary.get("losses") or []
+            row["model_id"] = name or meta["model_id"]
+            if meta["model_id"] != row["model_id"]:
+                row["scores_model_id"] = meta["model_id"]
+            row.update(
+                kind=meta.get("model_kind") or config_of(meta).model.kind,
+                created_at=meta.get("created_at", ""),
+                threshold=float(meta["threshold"]),
+                epochs=summary.get("epochs"),
+                final_loss=float(losses[-1]) if losses else None,
+                n_clips=summary.get("n_clips"),
+                train_score_mean=summary.get("train_score_mean"),
+                run_id=summary.get("run_id"),
+            )
+        row["current"] = row["model_id"] == cur if cur is not None else layout == "first"
+        rows.append(row)
+    return sorted(rows, key=lambda r: (r["created_at"], r["model_id"]))
+
+
+def set_current(loc: Location | str, machine_type: str, model_id: str) -> str | None:
+    """Make version ``model_id`` the one scoring uses (roll back or forward); returns
+    the previously current id (None for none or a first-layout artifact). The version
+    must exist and its metadata must read."""
+    if isinstance(loc, str):
+        loc = open_location(loc)
+    d = artifact_dir(loc, machine_type, model_id)  # raises when there is no such version
+    try:
+        _read_meta_at(loc, d)
+    except Exception as e:
+        raise ArtifactError(f"version {model_id!r} at {d.uri} cannot be read: {type(e).__name__}: {e}") from e
+    try:
+        previous = current_id(loc, machine_type)
+    except ArtifactError:
+        previous = None
+    _write_pointer(loc, machine_type, model_id)
+    return previous
+
+
+def all_versions(loc: Location | str, machine_types: list[str] | None = None) -> list[dict[str, Any]]:
+    """:func:`list_versions` of every machine type under ``loc`` (folders not starting
+    with ``_``: ``_runs`` holds checkpoints), or of ``machine_types``."""
+    if isinstance(loc, str):
+        loc = open_location(loc)
+    if machine_types is None:
+        if not loc.fs.isdir(loc.path):
+            return []
+        entries = [e.rstrip("/") for e in loc.fs.ls(loc.path, detail=False)]
+        machine_types = sorted(e.rsplit("/", 1)[-1] for e in entries if loc.fs.isdir(e))
+        machine_types = [m for m in machine_types if not m.startswith("_")]
+    return [r for mt in machine_types for r in list_versions(loc, mt)]
+
+
+def format_versions(rows: list[dict[str, Any]]) -> str:
+    """A text table of :func:`list_versions` rows; ``*`` marks the current version."""
+
+    def num(x: Any, fmt: str) -> str:
+        return "" if x is None else format(x, fmt)
+
+    head = ["type", "", "model id", "kind", "created", "epochs", "final loss", "threshold", "clips", "train run"]
+    body = [
+        [
+            r["machine_type"], "*" if r.get("current") else "", r["model_id"] + (" (first layout)" if r["layout"] == "first" else ""),
+            r.get("kind", ""), r.get("created_at", ""), num(r.get("epochs"), "d"), num(r.get("final_loss"), ".5f"),
+            num(r.get("threshold"), ".4g"), num(r.get("n_clips"), "d"), r.get("run_id") or r.get("error", ""),
+        ]
+        for r in rows
+    ]
+    widths = [max(len(str(x)) for x in col) for col in zip(head, *body, strict=True)]
+    lines = [" | ".join(str(x).ljust(w) for x, w in zip(row, widths, strict=True)).rstrip() for row in [head, *body]]
+    lines.insert(1, "-+-".join("-" * w for w in widths))
+    return "\n".join(lines) + "\n* = current: the version 'asd score' uses"

@@ -15,6 +15,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "train": ("jobs.train", "train one model (unet, baseline-ae or knn) per machine type on Ray Train"),
     "score": ("jobs.score", "score an archive with Ray Data into Parquet, metrics and submission CSVs"),
     "report": ("jobs.report", "print the metrics table of a scoring output (model kinds side by side) and plot ROC curves"),
+    "models": ("jobs.models", "list every trained model version per machine type; choose the one scoring uses"),
     "sweep": ("jobs.sweep", "train and score machine types under many configurations on Ray Tune"),
     "version": ("", "print the version"),
 }

@@ -7,6 +7,7 @@ import contextlib
 import json
 import logging
 import os
+import re
 import sys
 
 # Settings a Ray worker needs to reach the same object store as the driver, forwarded
@@ -49,6 +50,36 @@ def require_resources(need: dict[str, float], what: str) -> None:
             f", its autoscaler at most {max_cfg.get(k) or 0:g})" if max_cfg else ", no autoscaler can add more)"
         ) for k, v in short.items())
         raise ResourcesUnavailable(f"{what} needs {detail}")
+
+
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """Every option's help ends with its default; descriptions keep their line breaks."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        # "(default: ...)" written by hand already says it; None/False say nothing
+        if "default" in text or action.default in (None, False, argparse.SUPPRESS) or not action.option_strings:
+            return text
+        return text + " (default: %(default)s)"
+
+
+def help_formatter() -> type[argparse.HelpFormatter]:
+    return HelpFormatter
+
+
+def describe(doc: str | None, paragraphs: int = 1) -> str:
+    """A module docstring as ``--help`` text: its first ``paragraphs`` prose paragraphs
+    (literal blocks such as usage lines are left out: argparse prints the usage), with
+    RST markup removed (````x```` -> ``x``, ``:func:`x``` -> ``x``, ``text::`` -> ``text:``)."""
+    out = []
+    for para in re.split(r"\n\s*\n", (doc or "").strip()):
+        if para.startswith((" ", "\t")) or para.strip() == "::":
+            continue
+        para = re.sub(r":[a-z]+:`~?([^`]+)`", r"\1", para).replace("``", "")
+        out.append(re.sub(r"::$", ":", para.rstrip()))
+        if len(out) == paragraphs:
+            break
+    return "\n\n".join(out)
 
 
 def add_storage_args(p: argparse.ArgumentParser) -> None:

@@ -111,7 +111,7 @@ def model_index(
     ``{machine_type: message naming its path}``: its clips become ``bad_model`` rows
     while the other types are scored.
     """
-    from asd_core.artifact import config_of, extras_of
+    from asd_core.artifact import artifact_uri, config_of, extras_of
     from asd_core.kinds import get_kind
 
     out = {}
@@ -127,7 +127,7 @@ def model_index(
                 raise ValueError(f"normaliser has {len(norm['mean'])} bands, config {cfg.features.n_mels} mels")
             out[mt] = meta
         except Exception as e:  # noqa: BLE001 - one bad artifact fails its own type only
-            msg = f"unusable model artifact at {models.join(mt).uri}: {type(e).__name__}: {e}"
+            msg = f"unusable model artifact at {artifact_uri(models, mt)}: {type(e).__name__}: {e}"
             log.error("%s", msg)
             if bad is not None:
                 bad[mt] = msg
@@ -725,7 +725,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     _print_summary(summary)
     if no_models:
-        print(f"asd score: no model artifact under {models_loc.uri} (expected <models>/<machine_type>/artifact.json); "
+        print(f"asd score: no model artifact under {models_loc.uri} (expected <models>/<machine_type>/current.json); "
               f"{summary['n_scored']} clips published as errors")
         return 2
     n, reasons = summary["n_scored"], summary["errors_by_reason"]

@@ -15,7 +15,8 @@ DDP across its workers, each rank training on its slice of every global batch).
 Checkpoints go to ``MODELS_URI/_runs/<run_id>/<machine_type>/`` through the same
 filesystem object the data is read with, so a custom S3 endpoint reaches every
 process. Afterwards the task finalises the model (neighbour banks, covariances, the
-decision threshold) and writes the artifact to ``MODELS_URI/<machine_type>/``. A kind
+decision threshold) and writes a new version ``MODELS_URI/<machine_type>/<model_id>/``
+and points ``MODELS_URI/<machine_type>/current.json`` at it (``asd models``). A kind
 with nothing to train (``knn``) skips the trainer. The driver writes a manifest
 (``MODELS_URI/_runs/<run_id>/manifest.json``, copied to ``MODELS_URI/_manifest.json``)
 listing every type's status, and updates it as each type finishes.

@@ -24,7 +24,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
-from asd_core.artifact import load_artifact, read_meta, save_artifact
+from asd_core.artifact import artifact_dir, load_artifact, read_meta, save_artifact
 from asd_core.audio import encode_wav
 from asd_core.config import preset
 from asd_core.dcase import ClipName
@@ -148,7 +148,8 @@ def site(s3_endpoint, trained):
     models = open_location(f"{bucket}/models", s3_endpoint)
     _save_models(models, trained)
     rng = np.random.default_rng(0)
-    write_bytes(models, f"{models.path}/valve/weights.pt", rng.integers(0, 256, 4096, dtype=np.uint8).tobytes())
+    valve = artifact_dir(models, "valve").path  # the current version's folder
+    write_bytes(models, f"{valve}/weights.pt", rng.integers(0, 256, 4096, dtype=np.uint8).tobytes())
     return {"data": f"{bucket}/data", "models": models.uri, "out": f"{bucket}/out", "clips": clips}
 
 
@@ -177,13 +178,14 @@ def test_every_file_gets_a_row_silence_and_low_rate_flagged(night1, site):
 
 
 @e2e
-def test_bad_artifact_fails_only_its_type_and_names_the_file(night1, site):
+def test_bad_artifact_fails_only_its_type_and_names_the_file(night1, site, s3_endpoint):
     """Case 4: valve's weights are random bytes: its rows are `bad_model` naming the
     artifact; fan is scored."""
     _, df = night1
     valve = df[df["machine_type"] == "valve"]
     assert len(valve) == 2 and (valve["error_reason"] == "bad_model").all()
-    assert all(f"{site['models']}/valve" in e for e in valve["error"])
+    weights = f"{artifact_dir(open_location(site['models'], s3_endpoint), 'valve').uri}/weights.pt"  # names the file itself
+    assert all(weights in e for e in valve["error"])
     assert (df[df["machine_type"] == "fan"]["status"] == "ok").sum() == 3
 
 
@@ -222,7 +224,7 @@ def test_edited_artifact_json_gets_a_new_model_id(night1, site, s3_endpoint):
     new model, so incremental runs score fan again under the new id."""
     models = open_location(site["models"], s3_endpoint)
     old_id = read_meta(models, "fan")["model_id"]
-    path = f"{models.path}/fan/artifact.json"
+    path = f"{artifact_dir(models, 'fan').path}/artifact.json"
     meta = json.loads(read_bytes(models, path))
     assert meta["model_id"] == old_id  # the stored id is the computed one
     meta["threshold"] *= 2
