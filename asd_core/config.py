@@ -185,8 +185,11 @@ def _resolve_key(key: str) -> tuple[str, str]:
         return stage, fname
     owners = [s for s, cls in _STAGES.items() if key in _field_types(cls)]
     if not owners:
-        names = sorted({n for cls in _STAGES.values() for n in _field_types(cls)})
-        raise KeyError(f"unknown config field {key!r}; known: {', '.join(names)}")
+        import difflib
+
+        near = difflib.get_close_matches(key, override_keys(), n=2, cutoff=0.75)
+        hint = f"did you mean {' or '.join(near)}? " if near else ""
+        raise KeyError(f"unknown config field {key!r}; {hint}(known: {', '.join(override_keys())})")
     if len(owners) > 1:
         raise KeyError(f"config field {key!r} is ambiguous; use one of " + ", ".join(f"{o}.{key}" for o in owners))
     return owners[0], key
@@ -207,15 +210,73 @@ def _coerce(raw: Any, ftype: type, key: str) -> Any:
         raise ValueError(f"config field {key!r}: cannot read {raw!r} as {ftype.__name__}") from e
 
 
+def override_keys() -> list[str]:
+    """Every key ``--set`` accepts: a field's name where it is unique across stages,
+    else ``stage.field`` (``stage.field`` is accepted for every field too)."""
+    owners: dict[str, list[str]] = {}
+    for stage, cls in _STAGES.items():
+        for name in _field_types(cls):
+            owners.setdefault(name, []).append(stage)
+    return sorted(n if len(st) == 1 else f"{s}.{n}" for n, st in owners.items() for s in st)
+
+
 def parse_overrides(items: list[str] | None) -> dict[str, str]:
     """``["epochs=3", "lr=3e-4"]`` -> ``{"epochs": "3", "lr": "3e-4"}``."""
     out: dict[str, str] = {}
     for item in items or []:
         key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise ValueError(f"expected key=value, got {item!r}")
+        if not sep or not key.strip():
+            raise ValueError(f"--set {item}: expected KEY=VALUE, e.g. --set epochs=3")
         out[key.strip()] = value.strip()
     return out
+
+
+# ---------------------------------------------------------------- CPU cost
+# Measured on a 2-core CPU (README, "Measured here"): the width-64 U-Net is 9.8 GFLOP per
+# 64x64 forward and runs 24 forwards/s at batch 64 on both cores, ~120 GFLOP/s per core.
+# The network's convolutions scale with width^2 (width 8: 0.15 GFLOP, measured 0.155).
+UNET_GFLOP_AT_64 = 9.8
+CPU_GFLOPS_PER_CORE = 120.0
+TRAIN_TILES_PER_CLIP = 18  # a 10-s clip at the default training hop
+SCORE_TILES_PER_CLIP = 9
+BIG_ON_CPU_CORE_HOURS = 2.0  # training estimate (per 1,000 clips) above which `asd train` warns
+
+
+def cpu_cost(cfg: ASDConfig, n_clips: int = 1000) -> dict[str, float] | None:
+    """Rough CPU cost of a U-Net config (None for the other kinds, which take seconds
+    to minutes): core-hours to train one machine type of ``n_clips`` 10-s clips
+    (a training step ~3 forwards) and core-seconds to score one 10-s clip."""
+    if cfg.model.kind != "unet":
+        return None
+    gflop = UNET_GFLOP_AT_64 * (cfg.model.width / 64) ** 2
+    tiles = n_clips * TRAIN_TILES_PER_CLIP
+    if cfg.train.max_train_tiles:
+        tiles = min(tiles, cfg.train.max_train_tiles)
+    train_h = tiles * cfg.train.epochs * 3 * gflop / CPU_GFLOPS_PER_CORE / 3600
+    score_s = SCORE_TILES_PER_CLIP * cfg.score.n_masks * gflop / CPU_GFLOPS_PER_CORE
+    return {"gflop_per_forward": gflop, "train_core_hours": train_h, "score_core_seconds_per_clip": score_s}
+
+
+def cpu_warning(cfg: ASDConfig, gpus_per_worker: float, cuda_available: bool) -> str | None:
+    """A warning when ``cfg`` trains a large U-Net without GPUs (``gpus_per_worker`` 0),
+    with the estimated cost and the way out; None when it is cheap or runs on GPUs."""
+    cost = cpu_cost(cfg)
+    if gpus_per_worker > 0 or cost is None or cost["train_core_hours"] < BIG_ON_CPU_CORE_HOURS:
+        return None
+    tiny = cpu_cost(PRESETS["tiny"].override({"model.kind": "unet"}))
+    assert tiny is not None
+    where = (
+        "this machine has a GPU, but --gpus-per-worker is 0, so training runs on CPUs"
+        if cuda_available
+        else "no GPU requested (--gpus-per-worker 0) and none on this machine"
+    )
+    return (
+        f"warning: {where}. This config (U-Net width {cfg.model.width}, {cfg.train.epochs} epochs, "
+        f"{cfg.score.n_masks} masks) costs about {cost['train_core_hours']:.0f} CPU core-hours to train per "
+        f"machine type of 1,000 10-s clips and {cost['score_core_seconds_per_clip']:.0f} core-s to score a clip. "
+        f"--preset tiny (width 8, 8 epochs) takes about {tiny['train_core_hours'] * 60:.0f} core-minutes and "
+        f"{tiny['score_core_seconds_per_clip']:.1f} core-s; or pass --gpus-per-worker 1 on a cluster with GPUs."
+    )
 
 
 DEFAULT_PRESET = "default"

@@ -45,6 +45,21 @@ from asd_core.storage import ensure_bucket, open_location, write_bytes
 
 MACHINE_TYPES = ("fan", "gearbox", "bearing", "slider", "ToyCar", "ToyTrain", "valve")
 
+# Archive sizes per machine type, one meaning for `asd synth --size` and `asd demo --size`:
+# "full" is the DCASE 2023 development set's shape, "small" fits a CPU demo of the seven
+# types on two cores in about a quarter of an hour. "test" is clips per domain and label.
+ARCHIVE_SIZES: dict[str, dict[str, float]] = {
+    "small": {"train_source": 60, "train_target": 6, "test": 10, "seconds": 10.0},
+    "full": {"train_source": 990, "train_target": 10, "test": 50, "seconds": 10.0},
+}
+
+
+def describe_size(name: str) -> str:
+    """``"60 + 6 train, 40 test clips of 10 s"`` for an :data:`ARCHIVE_SIZES` entry."""
+    z = ARCHIVE_SIZES[name]
+    return (f"{z['train_source']:g} source + {z['train_target']:g} target train, "
+            f"{4 * z['test']:g} test clips of {z['seconds']:g} s")
+
 # Two failure mechanisms per type; "local" kinds happen at moments or in bursts,
 # "global" ones change the clip's spectrum throughout.
 ANOMALY_KINDS: dict[str, tuple[str, ...]] = {

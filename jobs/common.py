@@ -52,13 +52,19 @@ def require_resources(need: dict[str, float], what: str) -> None:
         raise ResourcesUnavailable(f"{what} needs {detail}")
 
 
-class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
-    """Every option's help ends with its default; descriptions keep their line breaks."""
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Every option's help ends with its default; a description keeps its paragraphs."""
+
+    def _fill_text(self, text: str, width: int, indent: str) -> str:
+        return "\n\n".join(super(HelpFormatter, self)._fill_text(p, width, indent) for p in text.split("\n\n"))
 
     def _get_help_string(self, action: argparse.Action) -> str:
         text = action.help or ""
-        # "(default: ...)" written by hand already says it; None/False say nothing
-        if "default" in text or action.default in (None, False, argparse.SUPPRESS) or not action.option_strings:
+        # a default written by hand ("(default: every folder)") already says it; None, a
+        # flag's False and an empty list say nothing
+        said = any(m in text for m in ("(default", "; default", "%(default)"))
+        nothing = action.default is None or action.default is False or action.default == []
+        if said or nothing or action.default is argparse.SUPPRESS or not action.option_strings:
             return text
         return text + " (default: %(default)s)"
 
@@ -80,6 +86,22 @@ def describe(doc: str | None, paragraphs: int = 1) -> str:
         if len(out) == paragraphs:
             break
     return "\n\n".join(out)
+
+
+def add_set_arg(p: argparse.ArgumentParser, what: str = "override a configuration field") -> None:
+    """``--set KEY=VALUE`` (repeatable), its help listing every accepted key."""
+    from asd_core.config import override_keys
+
+    keys = ", ".join(override_keys())
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help=f"{what}; repeatable. KEY is a field name, or stage.field (train.epochs). Keys: {keys}")
+
+
+def config_error(prog: str, e: Exception) -> int:
+    """Print a bad ``--set`` / ``--preset`` / ``--grid`` as one line on stderr; exit code 2."""
+    msg = e.args[0] if isinstance(e, KeyError) and e.args else str(e)
+    print(f"{prog}: {msg}", file=sys.stderr)
+    return 2
 
 
 def add_storage_args(p: argparse.ArgumentParser) -> None:

@@ -20,16 +20,15 @@ import sys
 import time
 from pathlib import Path
 
-from asd_core.config import preset
-from jobs.common import init_ray, parse_machines, setup_logging
+from asd_core.config import parse_overrides, preset
+from asd_core.synth import ARCHIVE_SIZES, describe_size
+from jobs.common import HelpFormatter, add_set_arg, config_error, describe, init_ray, parse_machines, setup_logging
 
 log = logging.getLogger("asd.demo")
 
-# Archive sizes: clips per type. "small" fits a 2-core machine in about ten minutes.
-SIZES = {
-    "small": {"train_source": 60, "train_target": 6, "test": 10, "seconds": 10.0},
-    "full": {"train_source": 990, "train_target": 10, "test": 50, "seconds": 10.0},
-}
+# Archive sizes (clips per type), the same as `asd synth --size`: "small" fits a 2-core
+# machine in about ten minutes.
+SIZES = ARCHIVE_SIZES
 # CPU settings of the tiny preset for the demo: enough epochs to learn the machines,
 # few enough tiles per type that seven types train in minutes on two cores.
 CPU_OVERRIDES = {"epochs": 10, "max_train_tiles": 480, "n_masks": 16, "ae_epochs": 30}
@@ -44,13 +43,15 @@ def _free_port() -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="asd demo", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="asd demo", description=describe(__doc__), formatter_class=HelpFormatter)
     p.add_argument("--workdir", default="asd-demo", help="where scores, metrics and plots are written")
     p.add_argument("--machines", default=None, help="comma-separated machine types (default: all seven)")
-    p.add_argument("--size", choices=sorted(SIZES), default="small", help="archive size (default: small)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--models", default=",".join(KINDS), help=f"model kinds to train and compare (default {','.join(KINDS)})")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config field")
+    p.add_argument("--size", choices=sorted(SIZES), default="small",
+                   help="archive size per machine type, as 'asd synth --size': "
+                        + "; ".join(f"{k}: {describe_size(k)}" for k in SIZES))
+    p.add_argument("--seed", type=int, default=0, help="archive seed")
+    p.add_argument("--models", default=",".join(KINDS), help="model kinds to train and compare")
+    add_set_arg(p, "override a configuration field (on top of the demo's CPU or GPU settings)")
     return p
 
 
@@ -155,14 +156,17 @@ def run_demo(
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:  # a bad --set fails here, before the S3 server and Ray start
+        overrides = parse_overrides(args.set)
+        preset("tiny", overrides)
+    except (KeyError, ValueError) as e:
+        return config_error(parser.prog, e)
     setup_logging()
     logging.getLogger("werkzeug").setLevel(logging.WARNING)  # the S3 server's per-request lines
-    from asd_core.config import parse_overrides
-
     return run_demo(
-        args.workdir, parse_machines(args.machines), args.size, args.seed, parse_overrides(args.set),
-        parse_machines(args.models),
+        args.workdir, parse_machines(args.machines), args.size, args.seed, overrides, parse_machines(args.models),
     )
 
 

@@ -29,9 +29,9 @@ log = logging.getLogger("jobs.report")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from jobs.common import add_storage_args
+    from jobs.common import HelpFormatter, add_storage_args, describe
 
-    p = argparse.ArgumentParser(prog="asd report", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="asd report", description=describe(__doc__, 2), formatter_class=HelpFormatter)
     p.add_argument("out_uri", help="output root of 'asd score'")
     p.add_argument("--run-id", default=None, help="published run to report (default: the latest)")
     p.add_argument("--no-plots", action="store_true", help="print the table only")

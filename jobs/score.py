@@ -662,14 +662,14 @@ def _run_pipeline(
 
 # ---------------------------------------------------------------- CLI
 def build_parser() -> argparse.ArgumentParser:
-    from jobs.common import add_ray_args, add_storage_args
+    from jobs.common import HelpFormatter, add_ray_args, add_storage_args, describe
 
-    p = argparse.ArgumentParser(prog="asd score", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="asd score", description=describe(__doc__), formatter_class=HelpFormatter)
     p.add_argument("data_uri", help="archive root: <root>/<machine_type>/<split>/<clip>.wav (s3:// or a folder)")
     p.add_argument("models_uri", help="model artifacts: <models>/<machine_type>/")
     p.add_argument("out_uri", help="output root (scores/, metrics/, submission/)")
     p.add_argument("--machines", default=None, help="comma-separated machine types (default: every folder)")
-    p.add_argument("--split", default="test", choices=["test", "train"])
+    p.add_argument("--split", default="test", choices=["test", "train"], help="which folder of each type to score")
     p.add_argument("--masks", type=int, default=None, dest="n_masks", help="masks per tile K (default: the artifact's)")
     p.add_argument("--run-id", default=None, help="run id (default: UTC time + random suffix)")
     p.add_argument("--incremental", action="store_true", help="skip clips already scored in published runs")

@@ -112,10 +112,9 @@ def run_sweep(
 def build_parser() -> argparse.ArgumentParser:
     from asd_core.config import DEFAULT_PRESET, PRESETS
     from asd_core.sweep import STUDIES
-    from jobs.common import add_ray_args, add_storage_args
+    from jobs.common import HelpFormatter, add_ray_args, add_set_arg, add_storage_args, describe
 
-    p = argparse.ArgumentParser(prog="asd sweep", description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = argparse.ArgumentParser(prog="asd sweep", description=describe(__doc__), formatter_class=HelpFormatter)
     p.add_argument("data_uri", help="labelled archive in the DCASE layout (path or s3://)")
     p.add_argument("out_uri", help="output root; results go to OUT_URI/sweeps/<id>/")
     p.add_argument("--machines", required=True, help="comma-separated machine types")
@@ -124,11 +123,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--study", default=None, choices=sorted(STUDIES), help="a ready sweep (one factor at a time)")
     p.add_argument("--seeds", type=int, default=3, help="seeds per configuration and machine type")
     p.add_argument("--preset", default=DEFAULT_PRESET, choices=sorted(PRESETS), help="base configuration")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="fixed override for every trial")
-    p.add_argument("--cpus-per-trial", type=float, default=1.0)
-    p.add_argument("--gpus-per-trial", type=float, default=0.0)
+    add_set_arg(p, "fixed override for every trial")
+    p.add_argument("--cpus-per-trial", type=float, default=1.0, help="CPUs reserved per trial")
+    p.add_argument("--gpus-per-trial", type=float, default=0.0, help="GPUs per trial (0 = CPU)")
     p.add_argument("--max-train-clips", type=int, default=0, help="train on at most this many clips (0 = all)")
-    p.add_argument("--sweep-id", default=None)
+    p.add_argument("--sweep-id", default=None, help="results folder name (default: UTC time + random suffix)")
     add_storage_args(p)
     add_ray_args(p)
     return p
@@ -137,7 +136,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     from asd_core.config import parse_overrides, preset
     from asd_core.sweep import expand, format_summary, parse_grid, study_configs
-    from jobs.common import parse_machines, ray_session, setup_logging
+    from jobs.common import config_error, parse_machines, ray_session, setup_logging
 
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -148,7 +147,7 @@ def main(argv: list[str] | None = None) -> int:
         for c in configs:  # every key must be a config field: fail before any trial starts
             preset(args.preset, {k: v for k, v in {**base, **c}.items() if v != "auto"})
     except (KeyError, ValueError) as e:
-        parser.error(str(e).strip("'\""))
+        return config_error(parser.prog, e)
     machines = parse_machines(args.machines) or []
     with ray_session(args.address, args.endpoint_url):
         res = run_sweep(

@@ -36,6 +36,7 @@ import json
 import logging
 import os
 import posixpath
+import sys
 import tempfile
 import time
 import uuid
@@ -45,7 +46,7 @@ import numpy as np
 import torch
 
 from asd_core.artifact import list_artifacts, save_artifact
-from asd_core.config import DEFAULT_PRESET, PRESETS, ASDConfig, parse_overrides, preset
+from asd_core.config import DEFAULT_PRESET, PRESETS, ASDConfig, cpu_warning, parse_overrides, preset
 from asd_core.detector import list_archive, machine_types
 from asd_core.kinds import KINDS, get_kind
 from asd_core.runs import validate_run_id
@@ -54,9 +55,13 @@ from asd_core.storage import Location, ensure_bucket, open_location, pyarrow_fil
 from asd_core.trainprep import prepare_type, select_training_clips
 
 from .common import (
+    HelpFormatter,
     ResourcesUnavailable,
     add_ray_args,
+    add_set_arg,
     add_storage_args,
+    config_error,
+    describe,
     parse_machines,
     ray_session,
     require_resources,
@@ -500,17 +505,18 @@ def run_training(
 
 # ---------------------------------------------------------------- CLI
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="asd train", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="asd train", description=describe(__doc__), formatter_class=HelpFormatter)
     p.add_argument("data_uri", help="archive in DCASE layout: <root>/<machine_type>/train/*.wav (path or s3://)")
     p.add_argument("models_uri", help="where artifacts, checkpoints and the run manifest go (path or s3://)")
     p.add_argument("--machines", default=None, help="comma-separated machine types (default: every folder)")
     p.add_argument("--model", default=None, choices=KINDS,
                    help="model kind (default: the preset's, unet); sets model.kind")
     p.add_argument("--preset", default=DEFAULT_PRESET, choices=sorted(PRESETS),
-                   help=f"base configuration (default {DEFAULT_PRESET})")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config field")
+                   help="base configuration: default = U-Net width 64, 100 epochs (for GPUs); report = the "
+                        "technical report's; tiny = width 8, 8 epochs (CPU)")
+    add_set_arg(p)
     p.add_argument("--workers-per-model", type=int, default=1, help="data-parallel workers per machine type")
-    p.add_argument("--gpus-per-worker", type=float, default=0.0, help="GPUs per worker (0 = CPU training)")
+    p.add_argument("--gpus-per-worker", type=float, default=0.0, help="GPUs per worker (0 = train on CPUs)")
     p.add_argument("--cpus-per-worker", type=float, default=None, help="CPUs per worker (default: fit all at once)")
     p.add_argument("--max-failures", type=int, default=2, help="worker-group restarts per type before it fails")
     p.add_argument("--resume", action="store_true", help="continue the latest (or --run-name) run from checkpoints")
@@ -557,7 +563,10 @@ def _main(argv: list[str] | None) -> int:
         config = preset(args.preset, overrides)
         get_kind(config.model.kind)
     except (KeyError, ValueError) as e:
-        parser.error(str(e).strip("'\""))
+        return config_error(parser.prog, e)
+    warning = cpu_warning(config, args.gpus_per_worker, torch.cuda.is_available())
+    if warning:  # before Ray starts: the user can still stop
+        print(f"{parser.prog}: {warning}", file=sys.stderr)
     if args.run_name is not None:
         try:
             validate_run_id(args.run_name, "--run-name")
