@@ -1,5 +1,5 @@
 """Scoring results: the score-row schema, metrics from score rows, ground truth,
-DCASE submission files, the metrics table and plots.
+DCASE submission files and the metrics table (plots: :mod:`asd_core.plots`).
 
 Pure functions over pyarrow tables / pandas frames (plus one ground-truth reader that
 goes through :mod:`asd_core.storage`); no Ray. The scoring job (``jobs/score.py``)
@@ -399,63 +399,16 @@ def submission_files(df: pd.DataFrame) -> dict[str, str]:
 
 
 # ---------------------------------------------------------------- plots
-def _png(fig) -> bytes:
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
+# The plots live in asd_core.plots; these names stay importable from here.
+def plot_roc(df: pd.DataFrame, machine_type: str, run_id: str | None = None) -> bytes:
+    """PNG of the ROC curves of one machine type (:func:`asd_core.plots.roc_figure`)."""
+    from .plots import plot_roc as plot
 
-    FigureCanvasAgg(fig)
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=100, bbox_inches="tight")
-    return buf.getvalue()
-
-
-def plot_roc(df: pd.DataFrame, machine_type: str) -> bytes:
-    """PNG of the ROC curves of one machine type: per model kind and section, the
-    AUC(source) and AUC(target) selections (the domain's normals + all anomalies),
-    each labelled with its AUC; the dashed line marks pAUC's max FPR (0.1)."""
-    from matplotlib.figure import Figure
-    from sklearn.metrics import roc_auc_score, roc_curve
-
-    ev = evaluable(df)
-    ev = ev[ev["machine_type"] == machine_type]
-    kinds = ev["model_kind"].fillna("").replace("", "unet") if "model_kind" in ev.columns else "unet"
-    ev = ev.assign(model_kind=kinds)
-    fig = Figure(figsize=(5.5, 5))
-    ax = fig.add_subplot()
-    styles = {"source": "-", "target": "--"}
-    for i, ((kind, sec), g) in enumerate(ev.groupby(["model_kind", "section"], sort=True)):
-        y = (g["label"] == "anomaly").astype(int).to_numpy()
-        s = g["anomaly_score"].to_numpy(dtype=float)
-        dom = g["domain"].fillna("").to_numpy()
-        for d in ("source", "target"):
-            sel = (dom == d) | (y == 1)
-            if len(np.unique(y[sel])) < 2:
-                continue
-            fpr, tpr, _ = roc_curve(y[sel], s[sel])
-            auc = roc_auc_score(y[sel], s[sel])
-            ax.plot(fpr, tpr, styles[d], color=f"C{i}", linewidth=1.8, label=f"{kind} s{sec} {d} (AUC {auc:.2f})")
-    ax.plot([0, 1], [0, 1], color="grey", linestyle=":", linewidth=1)
-    ax.axvline(0.1, color="grey", linestyle="--", linewidth=0.8, label="pAUC max FPR 0.1")
-    ax.set(xlabel="false positive rate", ylabel="true positive rate", title=f"ROC: {machine_type}", xlim=(-0.01, 1.01), ylim=(-0.01, 1.01))
-    ax.legend(loc="lower right", fontsize=7)
-    return _png(fig)
+    return plot(df, machine_type, run_id)
 
 
-def plot_histogram(df: pd.DataFrame, machine_type: str) -> bytes:
-    """PNG of the anomaly-score histograms of one machine type, per label and domain
-    (unlabelled clips as one group), with the decision threshold."""
-    from matplotlib.figure import Figure
+def plot_histogram(df: pd.DataFrame, machine_type: str, run_id: str | None = None, log: bool | None = None) -> bytes:
+    """PNG of the score histograms of one machine type (:func:`asd_core.plots.histogram_figure`)."""
+    from .plots import plot_histogram as plot
 
-    ok = df[(df["status"] == STATUS_OK) & (df["machine_type"] == machine_type) & df["anomaly_score"].notna()]
-    fig = Figure(figsize=(6, 4))
-    ax = fig.add_subplot()
-    if not ok.empty:
-        s = ok["anomaly_score"].to_numpy(dtype=float)
-        bins = np.linspace(s.min(), s.max() + 1e-12, 30)
-        groups = ok.assign(label=ok["label"].fillna("unlabelled"), domain=ok["domain"].fillna(""))
-        for (lab, dom), g in groups.groupby(["label", "domain"], sort=True):
-            ax.hist(g["anomaly_score"].to_numpy(dtype=float), bins=bins, alpha=0.5, label=f"{lab} {dom}".strip())
-        for thr in sorted(set(ok["threshold"].dropna().tolist())):
-            ax.axvline(thr, color="black", linestyle="--", linewidth=1, label=f"threshold {thr:.3g}")
-        ax.legend(fontsize=8)
-    ax.set(xlabel="anomaly score", ylabel="clips", title=f"Scores: {machine_type}")
-    return _png(fig)
+    return plot(df, machine_type, run_id, log)

@@ -1,27 +1,32 @@
 """Report of a scoring output: the metrics table and ROC / score-histogram plots.
 
-    asd report OUT_URI [--run-id ID] [--endpoint-url URL]
+    asd report OUT_URI [--run-id ID] [--local DIR] [--endpoint-url URL]
 
 Prints the metrics of a published run (default: the latest) in the layout of the
 technical report's Table 4. When runs of several model kinds (``asd train --model``)
 were published into the same OUT_URI, it also prints every kind's latest AUC(source),
 AUC(target) and pAUC side by side with each kind's official score, and the ROC plots
-put the kinds' curves on one figure. Writes, under ``OUT_URI/report/<run_id>/``::
+put the kinds' curves on one figure. Writes, under ``OUT_URI/report/<run_id>/`` and,
+with ``--local DIR``, into the local folder DIR as well::
 
     table.txt            the printed tables
-    roc_<machine>.png    ROC curves per kind, section and domain (AUC(source)/AUC(target) sets)
-    hist_<machine>.png   anomaly-score histograms per label and domain, with the threshold
+    roc_<machine>.png    ROC curves per kind, section and domain, AUC in the legend
+    hist_<machine>.png   anomaly-score histograms per kind and domain, with the threshold
+    index.html           the table and every plot on one page (open it in a browser)
 """
 
 from __future__ import annotations
 
 import argparse
+import html
 import logging
+import os
 import sys
 
 import pandas as pd
 import pyarrow.parquet as pq
 
+from asd_core import plots as plots_
 from asd_core import results
 from asd_core.storage import open_location, write_bytes
 
@@ -35,12 +40,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("out_uri", help="output root of 'asd score'")
     p.add_argument("--run-id", default=None, help="published run to report (default: the latest)")
     p.add_argument("--no-plots", action="store_true", help="print the table only")
+    p.add_argument("--local", default=None, metavar="DIR",
+                   help="also write the table, the plots and index.html into this local folder")
+    p.add_argument("--hist-scale", default="auto", choices=["auto", "linear", "log"],
+                   help="score axis of the histograms (auto: log when positive scores span over 100x)")
     add_storage_args(p)
     return p
 
 
-def report(out_uri: str, run_id: str | None = None, *, endpoint_url: str | None = None, plots: bool = True) -> dict:
-    """Build the report of one published run; returns ``{"run_id", "table", "files"}``."""
+def report(
+    out_uri: str,
+    run_id: str | None = None,
+    *,
+    endpoint_url: str | None = None,
+    plots: bool = True,
+    local_dir: str | None = None,
+    hist_log: bool | None = None,
+) -> dict:
+    """Build the report of one published run; returns ``{"run_id", "table", "files"}``
+    (``files``: what was written under OUT_URI, then under ``local_dir``)."""
     from jobs.score import published_runs
 
     out = open_location(out_uri, endpoint_url)
@@ -62,11 +80,12 @@ def report(out_uri: str, run_id: str | None = None, *, endpoint_url: str | None 
     )
     if manifest["n_error"]:
         head += f" {manifest.get('errors_by_reason', {})}"
+    plot_runs = rid  # the run(s) the plotted rows come from
     table = results.format_table(sections) if sections else "no labelled clips: no metrics (pass --ground-truth to 'asd score')"
     if run_id is None:
         # Every kind's latest metrics per (machine type, section), newest run first.
         latest: dict[tuple[str, str, str], object] = {}
-        used_rows = []
+        used_rows, used_runs = [], []
         for m in reversed(runs):
             if m.get("split") != manifest.get("split"):
                 continue
@@ -75,24 +94,55 @@ def report(out_uri: str, run_id: str | None = None, *, endpoint_url: str | None 
             for x in new:
                 latest[(x.model_kind, x.machine_type, x.section)] = x
             if new:
+                used_runs.append(m["run_id"])
                 kinds = {x.model_kind for x in new}
                 used_rows.append(r[r["model_kind"].fillna("").replace("", "unet").isin(kinds)]
                                  if "model_kind" in r.columns else r)
         if len({k for k, _, _ in latest}) > 1:
             table += "\n\nModel kinds side by side (each kind's latest run):\n" + results.side_by_side(list(latest.values()))
             rows = pd.concat(used_rows, ignore_index=True)
+            plot_runs = ", ".join(used_runs)
     text = f"{head}\n\n{table}\n"
-    rdir = f"{out.path}/report/{rid}"
-    files = [f"{rdir}/table.txt"]
-    write_bytes(out, files[0], text.encode())
+    outputs = {"table.txt": text.encode()}
     if plots:
         for mt in sorted(rows["machine_type"].unique()):
             if not ((rows["machine_type"] == mt) & (rows["status"] == "ok")).any():
                 continue
-            for name, fn in ((f"roc_{mt}.png", results.plot_roc), (f"hist_{mt}.png", results.plot_histogram)):
-                write_bytes(out, f"{rdir}/{name}", fn(rows, mt))
-                files.append(f"{rdir}/{name}")
-    return {"run_id": rid, "table": text, "files": [out.uri_of(p) for p in files]}
+            outputs[f"roc_{mt}.png"] = plots_.plot_roc(rows, mt, plot_runs)
+            outputs[f"hist_{mt}.png"] = plots_.plot_histogram(rows, mt, plot_runs, hist_log)
+    outputs["index.html"] = _index_html(out.uri, rid, text, [n for n in outputs if n.endswith(".png")]).encode()
+    rdir = f"{out.path}/report/{rid}"
+    files = []
+    for name, data in outputs.items():
+        write_bytes(out, f"{rdir}/{name}", data)
+        files.append(out.uri_of(f"{rdir}/{name}"))
+    if local_dir:
+        os.makedirs(local_dir, exist_ok=True)
+        for name, data in outputs.items():
+            with open(os.path.join(local_dir, name), "wb") as f:
+                f.write(data)
+            files.append(os.path.join(os.path.abspath(local_dir), name))
+    return {"run_id": rid, "table": text, "files": files}
+
+
+def _index_html(out_uri: str, run_id: str, table: str, images: list[str]) -> str:
+    """One page: the printed tables, then each machine type's ROC and histogram."""
+    e = html.escape
+    figures = "\n".join(
+        f'<figure><img src="{e(n)}" alt="{e(n)}"><figcaption>{e(n)}</figcaption></figure>' for n in images
+    )
+    return f"""<!doctype html>
+<html><head><meta charset="utf-8"><title>asd report {e(run_id)}</title>
+<style>body{{font-family:sans-serif;margin:1.5em}} pre{{font-size:12px;background:#f6f6f6;padding:1em;overflow-x:auto}}
+figure{{display:inline-block;margin:0 1em 1em 0;vertical-align:top}} figcaption{{font-size:12px;color:#555}}</style>
+</head><body>
+<h1>Run {e(run_id)}</h1>
+<p>Scoring output {e(out_uri)}. AUC and pAUC (p = 0.1) as the DCASE 2023 Task 2 evaluator computes them.</p>
+<pre>{e(table)}</pre>
+<h2>Plots</h2>
+{figures or "<p>No plots (no scored clips, or --no-plots).</p>"}
+</body></html>
+"""
 
 
 def _run_metrics(out, run_id: str):
@@ -110,13 +160,17 @@ def main(argv: list[str] | None = None) -> int:
 
     args = build_parser().parse_args(argv)
     setup_logging()
+    hist_log = {"auto": None, "linear": False, "log": True}[args.hist_scale]
     try:
-        rep = report(args.out_uri, args.run_id, endpoint_url=args.endpoint_url, plots=not args.no_plots)
+        rep = report(args.out_uri, args.run_id, endpoint_url=args.endpoint_url, plots=not args.no_plots,
+                     local_dir=args.local, hist_log=hist_log)
     except FileNotFoundError as e:
         print(f"asd report: {e}", file=sys.stderr)
         return 2
     print(rep["table"])
     print(f"report written under {rep['files'][0].rsplit('/', 1)[0]}")
+    if args.local:
+        print(f"and into {os.path.abspath(args.local)}: open {os.path.join(os.path.abspath(args.local), 'index.html')}")
     return 0
 
 

@@ -189,3 +189,21 @@ def test_scoring_uses_the_rolled_back_version(rolled_back_run):
     fan = rows[rows["machine_type"] == "fan"]
     assert len(fan) == 4 and (fan["status"] == "ok").all()
     assert set(fan["model_id"]) == {rolled_back_run["first"]}
+
+
+@e2e
+def test_report_local_writes_index_html_and_the_plots(rolled_back_run, tmp_path, capsys):
+    """`asd report OUT --local DIR` on the same run: the table and every plot in a local
+    folder, one page linking them; valve (normal clips only) still gets its panels."""
+    local = tmp_path / "report"
+    rc = asd(["report", rolled_back_run["out"], "--local", str(local), "--endpoint-url", rolled_back_run["endpoint"]])
+    assert rc == 0 and str(local / "index.html") in capsys.readouterr().out
+    names = {p.name for p in local.iterdir()}
+    assert names == {"index.html", "table.txt", "roc_fan.png", "hist_fan.png", "roc_valve.png", "hist_valve.png"}
+    for png in local.glob("*.png"):
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    page = (local / "index.html").read_text()
+    table = (local / "table.txt").read_text()
+    assert "rolled-back" in page and "AUC(source)" in table
+    assert all(f'<img src="{n}"' in page for n in names if n.endswith(".png"))
+    assert table.splitlines()[2] in page  # the metrics table itself, not a link to it
