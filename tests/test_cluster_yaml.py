@@ -40,3 +40,10 @@ def test_installs_the_project_and_holds_no_secrets(config):
     assert any("pip install" in c and "asd" in c for c in config["setup_commands"])
     for word in ("aws_secret_access_key", "AWS_SECRET_ACCESS_KEY", "aws_access_key_id", "AKIA"):
         assert word not in text
+
+
+def test_nodes_install_with_the_pinned_constraints(config):
+    """The README says the pins are needed: every node installs with constraints.txt."""
+    pip = [c for c in config["setup_commands"] if "pip install" in c]
+    assert pip and all("-c ~/asd/constraints.txt" in c for c in pip)
+    assert config["file_mounts"]["~/asd"] == "."  # ... which the project folder brings along
