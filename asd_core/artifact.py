@@ -4,7 +4,8 @@ the one scoring uses.
 ::
 
     <models>/<machine_type>/
-        <model_id>/           one folder per trained version, never rewritten
+        <model_id>/           one folder per trained version (a training that gives
+                              an identical model, the same id, reuses its folder)
             weights.pt        state_dict (loaded with weights_only=True)
             artifact.json     model kind, model id, resolved config, normalisation
                               stats, decision threshold, training summary

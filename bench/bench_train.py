@@ -21,6 +21,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from asd_core.artifact import read_meta  # noqa: E402
 from asd_core.audio import encode_wav  # noqa: E402
 from asd_core.config import parse_overrides, preset  # noqa: E402
 from asd_core.dcase import ClipName  # noqa: E402
@@ -91,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
             out["sequential_s"] = time.perf_counter() - t0
             out["sequential_tiles_per_s_per_worker"] = float(np.mean(seq_rates))
             out["cpus_per_worker_sequential"] = m["cpus_per_worker"]
-            summary = json.loads((root / "concurrent" / types[0] / "artifact.json").read_text())["summary"]
+            summary = read_meta(str(root / "concurrent"), types[0])["summary"]
             out["n_tiles_per_type"] = summary["n_tiles"]
             assert conc["status"] == "ok", conc
         finally:
