@@ -58,6 +58,9 @@ SCORE_SCHEMA = pa.schema(
         pa.field("status", pa.string()),  # "ok" / "error"
         pa.field("error_reason", pa.string()),  # short code, see ERROR_REASONS
         pa.field("error", pa.string()),  # human-readable message
+        pa.field("attributes", pa.string()),  # JSON of a template's or manifest's other fields ({"date": ...})
+        pa.field("models_uri", pa.string()),  # where the run read its models (incremental key)
+        pa.field("n_masks", pa.int32()),  # --masks of the run; null = each artifact's own K (incremental key)
         pa.field("run_id", pa.string()),
         pa.field("scored_at", pa.timestamp("us", tz="UTC")),
     ]
@@ -69,10 +72,12 @@ STATUS_ERROR = "error"
 
 # Error reasons. The audio ones come from asd_core.audio.AudioDecodeError.reason.
 ERROR_REASONS = {
-    "bad_name": "not a DCASE 2023 Task 2 file name",
+    "bad_name": "not a DCASE 2023 Task 2 file name, or not matched by --pattern",
+    "bad_manifest_row": "a manifest row with a bad value (the message names the row)",
+    "not_found": "a manifest lists an object that does not exist",
     "no_model": "no model artifact for the clip's machine type",
     "bad_model": "the type's model artifact cannot be loaded or used (the error names its path)",
-    "unsupported_format": "not a .wav or .flac file",
+    "unsupported_format": "not an audio file soundfile decodes (.wav, .flac, .ogg)",
     "read_failed": "the object could not be read from storage",
     "empty": "0 bytes or no samples",
     "unreadable": "not audio, truncated or an unknown format",
@@ -87,7 +92,7 @@ ERROR_REASONS = {
 # (``bad_model`` too: an artifact restored from a backup keeps its id). Every other
 # reason is a property of the bytes (or of the missing model, which is part of the
 # incremental key), so the same clip fails the same way again.
-TRANSIENT_REASONS = frozenset({"read_failed", "decode_failed", "score_failed", "bad_model"})
+TRANSIENT_REASONS = frozenset({"read_failed", "decode_failed", "score_failed", "bad_model", "not_found"})
 
 
 def empty_scores() -> pa.Table:
@@ -266,7 +271,10 @@ def metrics_table(sections: Sequence[SectionMetrics], run_id: str = "", official
         + [
             pa.field("n_clips", pa.int64()),
             pa.field("model_kind", pa.string()),
-            pa.field("run_id", pa.string()),
+            pa.field("attributes", pa.string()),  # JSON of a template's or manifest's other fields ({"date": ...})
+        pa.field("models_uri", pa.string()),  # where the run read its models (incremental key)
+        pa.field("n_masks", pa.int32()),  # --masks of the run; null = each artifact's own K (incremental key)
+        pa.field("run_id", pa.string()),
             pa.field("official_score", pa.float64()),
         ]
     )
