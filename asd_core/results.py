@@ -258,6 +258,7 @@ METRIC_COLUMNS = (
     "recall_target",
     "f1_source",
     "f1_target",
+    "auc",
 )
 
 
@@ -271,10 +272,7 @@ def metrics_table(sections: Sequence[SectionMetrics], run_id: str = "", official
         + [
             pa.field("n_clips", pa.int64()),
             pa.field("model_kind", pa.string()),
-            pa.field("attributes", pa.string()),  # JSON of a template's or manifest's other fields ({"date": ...})
-        pa.field("models_uri", pa.string()),  # where the run read its models (incremental key)
-        pa.field("n_masks", pa.int32()),  # --masks of the run; null = each artifact's own K (incremental key)
-        pa.field("run_id", pa.string()),
+            pa.field("run_id", pa.string()),
             pa.field("official_score", pa.float64()),
         ]
     )
@@ -342,6 +340,7 @@ def format_table(sections: Sequence[SectionMetrics], official: float | None = No
         "R(target)",
         "F1(source)",
         "F1(target)",
+        "AUC(all)",
         "clips",
     ]
     several = len({m.model_kind for m in sections}) > 1
@@ -356,7 +355,7 @@ def format_table(sections: Sequence[SectionMetrics], official: float | None = No
         for c in METRIC_COLUMNS[:3]:
             vals = [getattr(m, c) for m in sections if np.isfinite(getattr(m, c))]
             hm.append(official_score_values(vals))
-        body.append(["harmonic mean", ""] + [_pct(v) for v in hm] + [""] * 6 + [str(sum(m.n_clips for m in sections))])
+        body.append(["harmonic mean", ""] + [_pct(v) for v in hm] + [""] * 7 + [str(sum(m.n_clips for m in sections))])
     out = [_grid(head, body)]
     out.append("")
     out.append(f"Official score (harmonic mean of AUC(source), AUC(target), pAUC): {_pct(off)}")

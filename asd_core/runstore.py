@@ -267,6 +267,7 @@ class RunStore:
                 f"run {run_id}: {len(paths)} rows staged for {len(expected)} clips ({len(missing)} missing, "
                 f"{extra} duplicated); not published, staging left at {self.uri(stage)}"
             )
+        latest = self.latest()  # before the commit: a first run must not find itself in a rebuild
         date = manifest.get("date") or datetime.now(timezone.utc).strftime("%Y-%m-%d")
         d = self.run_dir(run_id, date)
         self._write_json(self.p(JOURNAL), {"run_id": run_id, "scores_path": d, "started_at": _now()})
@@ -298,7 +299,7 @@ class RunStore:
             "published_at": _now(),
         }
         self._write_json(f"{d}/{SUCCESS}", manifest)  # the commit
-        write_table(self.out, self.p(LATEST), self._fold(self.latest(), new))
+        write_table(self.out, self.p(LATEST), self._fold(latest, new))
         return new, manifest
 
     def finish(self, manifest: dict[str, Any], summary: dict[str, Any]) -> None:
