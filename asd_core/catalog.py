@@ -203,19 +203,50 @@ def clip_from_fields(path: str, size: int, fp: str, values: dict[str, Any], sour
     return base
 
 
+def parse_only(values: Sequence[str] | None) -> dict[str, str]:
+    """``["date=2026-11-24"]`` -> ``{"date": "2026-11-24"}`` (``--only``)."""
+    out = {}
+    for v in values or []:
+        key, eq, val = v.partition("=")
+        if not eq or not _PLACEHOLDER.fullmatch("{" + key.strip() + "}") or not val or "/" in val:
+            raise ValueError(f"--only {v!r}: use PLACEHOLDER=VALUE, e.g. date=2026-11-24")
+        out[key.strip()] = val
+    return out
+
+
 def list_pattern(
-    loc: Location, pattern: PathPattern | str, split: str | None = None, machines: Sequence[str] | None = None
+    loc: Location,
+    pattern: PathPattern | str,
+    split: str | None = None,
+    machines: Sequence[str] | None = None,
+    only: dict[str, str] | None = None,
 ) -> list[ListedClip]:
     """Every file under ``loc`` matched against ``pattern``, sorted by path.
 
     A file the template does not match is listed with reason ``bad_name`` (its machine
     type unknown). ``split`` keeps only clips whose ``{split}`` is that split (all
-    clips when the template has none); ``machines`` filters machine types.
+    clips when the template has none); ``machines`` filters machine types. ``only``
+    fixes placeholders (``{"date": "2026-11-24"}``): only the folders those values
+    name are listed, so a nightly run over one date does not list the whole archive.
     """
     pat = PathPattern.parse(pattern) if isinstance(pattern, str) else pattern
+    only = dict(only or {})
+    unknown = sorted(set(only) - set(pat.fields))
+    if unknown:
+        raise ValueError(f"--only {unknown} not placeholders of --pattern {pat.template!r}")
+    if only:  # the fixed values become literal text; the longest literal folder prefix is listed
+        fixed = _PLACEHOLDER.sub(lambda m: only.get(m[1], m[0]), pat.template.strip().strip("/"))
+        pat = PathPattern.parse(fixed)
+        pat = PathPattern(pattern if isinstance(pattern, str) else pattern.template, pat.regex, pat.fields)
+        literal = fixed.split("{", 1)[0]
+        prefix = literal.rsplit("/", 1)[0] if "/" in literal else ""
+    else:
+        prefix = ""
     root = loc.path.rstrip("/")
+    start = f"{root}/{prefix}" if prefix else root
+    found = loc.fs.find(start, detail=True) if not prefix or loc.fs.exists(start) else {}
     out = []
-    for name, info in sorted(loc.fs.find(root, detail=True).items()):
+    for name, info in sorted(found.items()):
         if info.get("type") != "file":
             continue
         size, fp = int(info.get("size") or 0), fingerprint(info)
@@ -226,7 +257,7 @@ def list_pattern(
                 out.append(ListedClip(name, size, None, f"{rel!r} does not match --pattern {pat.template!r}",
                                       fingerprint=fp, reason="bad_name"))
             continue
-        c = clip_from_fields(name, size, fp, values, "pattern")
+        c = clip_from_fields(name, size, fp, {**values, **only}, "pattern")
         if machines and c.machine_type not in machines:
             continue
         if split and "split" in pat.fields and c.split not in (None, split):
@@ -396,13 +427,17 @@ def list_clips(
     manifest: str | None = None,
     endpoint_url: str | None = None,
     training: bool = False,
+    only: dict[str, str] | None = None,
 ) -> list[ListedClip]:
-    """The clips of ``data`` from a manifest, a template, or the DCASE layout (in that
-    order of precedence; giving both a manifest and a template is an error)."""
+    """The clips of ``data`` from a manifest, a template (``only`` fixes some of its
+    placeholders), or the DCASE layout; giving both a manifest and a template is an
+    error."""
     if manifest and pattern:
         raise ValueError("give --manifest or --pattern, not both")
     if manifest:
         return read_manifest(manifest, data, endpoint_url=endpoint_url, training=training, machines=machines)
     if pattern:
-        return list_pattern(data, pattern, split=split, machines=machines)
+        return list_pattern(data, pattern, split=split, machines=machines, only=only)
+    if only:
+        raise ValueError("--only needs --pattern")
     return list_archive(data, split=split, machines=machines)

@@ -25,6 +25,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="path template below DATA_URI, e.g. '{date}/{machine_type}/{name}.flac'; known "
                         "placeholders: machine_type (required), section, domain, label, split; others are kept "
                         "as columns")
+    p.add_argument("--only", action="append", default=[], metavar="PLACEHOLDER=VALUE",
+                   help="with --pattern: fix a placeholder, e.g. --only date=2026-11-24 (lists only that folder)")
     p.add_argument("--out", default=None, metavar="URI", help="write the manifest here (.csv or .parquet)")
     p.add_argument("--show", type=int, default=5, help="example rows and unmatched files to print (default 5)")
     add_storage_args(p)
@@ -32,13 +34,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from asd_core.catalog import list_pattern, manifest_table, write_manifest
+    from asd_core.catalog import list_pattern, manifest_table, parse_only, write_manifest
     from asd_core.storage import open_location
 
     args = build_parser().parse_args(argv)
     try:
         data = open_location(args.data_uri, args.endpoint_url)
-        listed = list_pattern(data, args.pattern)
+        listed = list_pattern(data, args.pattern, only=parse_only(args.only))
     except (ValueError, FileNotFoundError) as e:
         print(f"asd manifest: {e}", file=sys.stderr)
         return 2

@@ -56,7 +56,7 @@ import pyarrow as pa
 
 from asd_core import results
 from asd_core.artifact import list_artifacts, read_meta
-from asd_core.catalog import ListedClip, list_clips
+from asd_core.catalog import ListedClip, list_clips, parse_only
 from asd_core.results import STATUS_ERROR, STATUS_OK
 from asd_core.runs import DEFAULT_LEASE_TTL_S, Lease, validate_run_id
 from asd_core.runstore import LATEST, LEASE, RunStore, alert_summary, write_table
@@ -370,6 +370,7 @@ def score_run(
     pattern: str | None = None,
     manifest: str | None = None,
     listed: list[ListedClip] | None = None,
+    only: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     """Score every clip of an archive and publish the run (see :mod:`asd_core.runstore`).
 
@@ -400,7 +401,7 @@ def score_run(
 
     if listed is None:
         listed = list_clips(data, split=split, machines=machines, pattern=pattern, manifest=manifest,
-                            endpoint_url=endpoint_url)
+                            endpoint_url=endpoint_url, only=only)
     bad_models: dict[str, str] = {}
     models = model_index(models_loc, bad=bad_models)
     gt = results.read_ground_truth(ground_truth, endpoint_url) if ground_truth else None
@@ -598,6 +599,8 @@ def build_parser() -> argparse.ArgumentParser:
     src.add_argument("--pattern", default=None, metavar="TEMPLATE",
                      help="path template below DATA_URI, e.g. '{date}/{machine_type}/{name}.flac'; "
                           "placeholders become columns ('asd manifest' shows the mapping first)")
+    p.add_argument("--only", action="append", default=[], metavar="PLACEHOLDER=VALUE",
+                   help="with --pattern: fix a placeholder, e.g. --only date=2026-11-24 (lists only that folder)")
     p.add_argument("--split", default="test", choices=["test", "train"])
     p.add_argument("--masks", type=int, default=None, dest="n_masks", help="masks per tile K (default: the artifact's)")
     p.add_argument("--run-id", default=None, help="run id (default: UTC time + random suffix)")
@@ -649,7 +652,7 @@ def main(argv: list[str] | None = None) -> int:
     try:  # list before Ray starts: a bad manifest, template or data URI stops here
         listed = list_clips(open_location(args.data_uri, args.endpoint_url), split=args.split,
                             machines=parse_machines(args.machines), pattern=args.pattern, manifest=args.manifest,
-                            endpoint_url=args.endpoint_url)
+                            endpoint_url=args.endpoint_url, only=parse_only(args.only))
     except FileNotFoundError as e:
         print(f"asd score: data not found: {e}")
         return 2

@@ -44,7 +44,7 @@ import numpy as np
 import torch
 
 from asd_core.artifact import list_artifacts, save_artifact
-from asd_core.catalog import ListedClip, list_clips, machine_types
+from asd_core.catalog import ListedClip, list_clips, machine_types, parse_only
 from asd_core.config import DEFAULT_PRESET, PRESETS, ASDConfig, parse_overrides, preset
 from asd_core.dcase import AUDIO_SUFFIXES
 from asd_core.kinds import KINDS, get_kind
@@ -531,6 +531,8 @@ def build_parser() -> argparse.ArgumentParser:
                           "label, split, attributes); paths relative to DATA_URI or URIs")
     src.add_argument("--pattern", default=None, metavar="TEMPLATE",
                      help="path template below DATA_URI, e.g. '{date}/{machine_type}/{name}.flac'")
+    p.add_argument("--only", action="append", default=[], metavar="PLACEHOLDER=VALUE",
+                   help="with --pattern: fix a placeholder, e.g. --only date=2026-11-24 (lists only that folder)")
     p.add_argument("--model", default=None, choices=KINDS,
                    help="model kind (default: the preset's, unet); sets model.kind")
     p.add_argument("--preset", default=DEFAULT_PRESET, choices=sorted(PRESETS),
@@ -597,7 +599,8 @@ def _main(argv: list[str] | None) -> int:
         try:
             clips = list_clips(open_location(args.data_uri, args.endpoint_url), split="train",
                                machines=parse_machines(args.machines), pattern=args.pattern,
-                               manifest=args.manifest, endpoint_url=args.endpoint_url, training=True)
+                               manifest=args.manifest, endpoint_url=args.endpoint_url, training=True,
+                               only=parse_only(args.only))
         except (ValueError, FileNotFoundError) as e:  # ManifestError is a ValueError
             print(f"asd train: {e}")
             return 2

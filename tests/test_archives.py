@@ -113,6 +113,12 @@ def test_manifest_written_from_a_template_reads_back_the_same_clips(tmp_path):
     _write(data, {f"2026-11-2{d}/{mt}/{1000 + i}.flac": _audio(rng, f0) for d in (3, 4) for mt, f0 in HUM.items()
                   for i in range(2)})
     listed = list_pattern(data, "{date}/{machine_type}/{name}.flac")
+    night = list_pattern(data, "{date}/{machine_type}/{name}.flac", only={"date": "2026-11-24"})
+    assert [c.path for c in night] == [c.path for c in listed if "/2026-11-24/" in c.path] and len(night) == 4
+    assert {c.attributes["date"] for c in night} == {"2026-11-24"}
+    assert list_pattern(data, "{date}/{machine_type}/{name}.flac", only={"date": "2030-01-01"}) == []
+    with pytest.raises(ValueError, match="not placeholders"):
+        list_pattern(data, "{date}/{machine_type}/{name}.flac", only={"day": "x"})
     for ext in ("csv", "parquet"):
         uri = write_manifest(listed, data, str(tmp_path / f"m.{ext}"))
         back = list_clips(data, manifest=uri)
