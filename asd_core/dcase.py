@@ -23,7 +23,7 @@ from pathlib import PurePosixPath
 DOMAINS = ("source", "target")
 SPLITS = ("train", "test")
 LABELS = ("normal", "anomaly")
-AUDIO_SUFFIXES = (".wav", ".flac")
+AUDIO_SUFFIXES = (".wav", ".flac", ".ogg")  # what soundfile (libsndfile) decodes and clips use
 
 _LABELLED = re.compile(
     r"^section_(?P<section>\d{2})_(?P<domain>source|target)_(?P<split>train|test)_"
@@ -125,7 +125,7 @@ def parse_name(filename: str, machine_type: str, split: str | None = None) -> Cl
     stem, dot, ext = filename.rpartition(".")
     suffix = f".{ext.lower()}" if dot else ""
     if suffix not in AUDIO_SUFFIXES:
-        raise ClipNameError(f"{filename!r}: not a .wav or .flac file name")
+        raise ClipNameError(f"{filename!r}: not an audio file name ({', '.join(AUDIO_SUFFIXES)})")
     m = _LABELLED.match(stem)
     if m:
         return ClipName(

@@ -16,70 +16,11 @@ import torch
 from .artifact import Artifact, load_artifact
 from .audio import decode
 from .config import ASDConfig
-from .dcase import AUDIO_SUFFIXES, ClipName, ClipNameError, parse_path
 from .kinds import Fitted, fit_kind, get_kind
-from .storage import Location, fingerprint
-
-
-# ---------------------------------------------------------------- archive listing
-@dataclass(frozen=True)
-class ListedClip:
-    path: str  # path on the location's filesystem (no scheme)
-    size: int
-    clip: ClipName | None  # None when the name could not be parsed
-    error: str = ""
-    machine_type: str = ""  # folder name, known even when the file name is not DCASE
-    fingerprint: str = ""  # storage.fingerprint: ETag (S3) or mtime (local)
-    reason: str = "bad_name"  # error reason when clip is None: bad_name / unsupported_format
-
-
-def list_archive(loc: Location, split: str | None = "test", machines: Sequence[str] | None = None) -> list[ListedClip]:
-    """Every file under ``<loc>/<machine_type>/<split>/`` (sub-folders included), sorted by path.
-
-    Machine types are whatever folders the archive holds (optionally filtered by
-    ``machines``). Nothing is dropped: a file that is not .wav/.flac is listed with
-    reason ``unsupported_format``, one in a sub-folder of the split or with a
-    non-DCASE name with ``bad_name``, each with ``error`` set.
-    """
-    out: list[ListedClip] = []
-    splits = [split] if split else ["train", "test"]
-    for mt_path in sorted(loc.fs.ls(loc.path, detail=False)):
-        mt = mt_path.rstrip("/").rsplit("/", 1)[-1]
-        if machines and mt not in machines:
-            continue
-        for sp in splits:
-            d = f"{mt_path.rstrip('/')}/{sp}"
-            if not loc.fs.isdir(d):
-                continue
-            for name, info in sorted(loc.fs.find(d, detail=True).items()):
-                if info.get("type") != "file":
-                    continue
-                size, fp = int(info.get("size") or 0), fingerprint(info)
-                if not name.lower().endswith(AUDIO_SUFFIXES):
-                    out.append(ListedClip(name, size, None, f"{name!r}: not a .wav or .flac file", mt, fp,
-                                          "unsupported_format"))
-                    continue
-                try:
-                    out.append(ListedClip(name, size, parse_path(name), machine_type=mt, fingerprint=fp))
-                except ClipNameError as e:
-                    out.append(ListedClip(name, size, None, str(e), machine_type=mt, fingerprint=fp))
-    return out
-
-
-def machine_types(loc: Location) -> list[str]:
-    """The machine-type folders of an archive."""
-    return sorted(p.rstrip("/").rsplit("/", 1)[-1] for p in loc.fs.ls(loc.path, detail=False) if loc.fs.isdir(p))
+from .storage import Location
 
 
 # ---------------------------------------------------------------- training
-def clip_domain(path: str) -> str | None:
-    """The domain a DCASE path names, or None (evaluation or non-DCASE names)."""
-    try:
-        return parse_path(path).domain
-    except ClipNameError:
-        return None
-
-
 def domain_repeats(domains: Sequence[str | None], target_share: float) -> list[int]:
     """How often to repeat each training clip so that target-domain clips make up at
     least ``target_share`` of them (source and unknown domains once each)."""

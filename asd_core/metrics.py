@@ -41,6 +41,7 @@ class SectionMetrics:
     f1_target: float
     n_clips: int
     model_kind: str = ""  # the model kind whose scores these are
+    auc: float = float("nan")  # over every labelled clip, domains ignored (archives without domains)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -88,6 +89,7 @@ def section_metrics(
         machine_type=machine_type,
         section=section,
         pauc=_auc(y, s, max_fpr=MAX_FPR),
+        auc=_auc(y, s),
         n_clips=len(y),
         **out,
     )

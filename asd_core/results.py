@@ -58,6 +58,9 @@ SCORE_SCHEMA = pa.schema(
         pa.field("status", pa.string()),  # "ok" / "error"
         pa.field("error_reason", pa.string()),  # short code, see ERROR_REASONS
         pa.field("error", pa.string()),  # human-readable message
+        pa.field("attributes", pa.string()),  # JSON of a template's or manifest's other fields ({"date": ...})
+        pa.field("models_uri", pa.string()),  # where the run read its models (incremental key)
+        pa.field("n_masks", pa.int32()),  # --masks of the run; null = each artifact's own K (incremental key)
         pa.field("run_id", pa.string()),
         pa.field("scored_at", pa.timestamp("us", tz="UTC")),
     ]
@@ -69,10 +72,12 @@ STATUS_ERROR = "error"
 
 # Error reasons. The audio ones come from asd_core.audio.AudioDecodeError.reason.
 ERROR_REASONS = {
-    "bad_name": "not a DCASE 2023 Task 2 file name",
+    "bad_name": "not a DCASE 2023 Task 2 file name, or not matched by --pattern",
+    "bad_manifest_row": "a manifest row with a bad value (the message names the row)",
+    "not_found": "a manifest lists an object that does not exist",
     "no_model": "no model artifact for the clip's machine type",
     "bad_model": "the type's model artifact cannot be loaded or used (the error names its path)",
-    "unsupported_format": "not a .wav or .flac file",
+    "unsupported_format": "not an audio file soundfile decodes (.wav, .flac, .ogg)",
     "read_failed": "the object could not be read from storage",
     "empty": "0 bytes or no samples",
     "unreadable": "not audio, truncated or an unknown format",
@@ -87,7 +92,7 @@ ERROR_REASONS = {
 # (``bad_model`` too: an artifact restored from a backup keeps its id). Every other
 # reason is a property of the bytes (or of the missing model, which is part of the
 # incremental key), so the same clip fails the same way again.
-TRANSIENT_REASONS = frozenset({"read_failed", "decode_failed", "score_failed", "bad_model"})
+TRANSIENT_REASONS = frozenset({"read_failed", "decode_failed", "score_failed", "bad_model", "not_found"})
 
 
 def empty_scores() -> pa.Table:
@@ -253,6 +258,7 @@ METRIC_COLUMNS = (
     "recall_target",
     "f1_source",
     "f1_target",
+    "auc",
 )
 
 
@@ -334,6 +340,7 @@ def format_table(sections: Sequence[SectionMetrics], official: float | None = No
         "R(target)",
         "F1(source)",
         "F1(target)",
+        "AUC(all)",
         "clips",
     ]
     several = len({m.model_kind for m in sections}) > 1
@@ -348,7 +355,7 @@ def format_table(sections: Sequence[SectionMetrics], official: float | None = No
         for c in METRIC_COLUMNS[:3]:
             vals = [getattr(m, c) for m in sections if np.isfinite(getattr(m, c))]
             hm.append(official_score_values(vals))
-        body.append(["harmonic mean", ""] + [_pct(v) for v in hm] + [""] * 6 + [str(sum(m.n_clips for m in sections))])
+        body.append(["harmonic mean", ""] + [_pct(v) for v in hm] + [""] * 7 + [str(sum(m.n_clips for m in sections))])
     out = [_grid(head, body)]
     out.append("")
     out.append(f"Official score (harmonic mean of AUC(source), AUC(target), pAUC): {_pct(off)}")

@@ -22,8 +22,9 @@ import numpy as np
 import pandas as pd
 
 from .audio import decode
+from .catalog import list_archive
 from .config import preset
-from .detector import Scorer, list_archive, train_type
+from .detector import Scorer, train_type
 from .metrics import section_metrics
 from .results import official_score_values
 from .storage import Location, read_many

@@ -23,8 +23,8 @@ import numpy as np
 import torch
 
 from .audio import AudioDecodeError, decode
+from .catalog import ListedClip
 from .config import ASDConfig
-from .detector import ListedClip, clip_domain
 from .features import Normalizer
 from .kinds import ClipRows, Prepared, get_kind
 from .storage import Location, read_many
@@ -61,25 +61,31 @@ class PreparedType:
         return self.prepared.n_rows_total
 
 
-def select_training_clips(listed: Sequence[ListedClip]) -> tuple[list[str], list[tuple[str, str]]]:
-    """Paths to train on and ``(path, reason)`` of the files left out.
+def select_training_clips(
+    listed: Sequence[ListedClip], *, dcase_layout: bool = True
+) -> tuple[list[str], list[tuple[str, str]], dict[str, str | None]]:
+    """Paths to train on, ``(path, reason)`` of the files left out, and each kept
+    path's domain (None when unknown).
 
-    Everything in a ``train`` folder is normal training audio; a file whose name says
-    ``anomaly`` is left out. Files with non-DCASE names are kept (plants name files
-    their own way) — the folder, not the name, says what they are.
+    In the DCASE layout everything directly in a ``train`` folder is normal training
+    audio, whatever its name (plants name files their own way; the folder says what
+    they are); files in a sub-folder are left out. Everywhere a clip labelled
+    ``anomaly`` is left out.
     """
     keep: list[str] = []
     skipped: list[tuple[str, str]] = []
+    domains: dict[str, str | None] = {}
     for c in listed:
-        if c.clip is None and c.reason != "bad_name":
+        if not c.ok and not (dcase_layout and c.reason == "bad_name"):
             skipped.append((c.path, c.error))
-        elif posixpath.basename(posixpath.dirname(c.path)) != "train":
+        elif dcase_layout and posixpath.basename(posixpath.dirname(c.path)) != "train":
             skipped.append((c.path, "in a sub-folder of the train folder"))
-        elif c.clip is not None and c.clip.label == "anomaly":
-            skipped.append((c.path, "labelled anomaly in a train folder"))
+        elif c.label == "anomaly":
+            skipped.append((c.path, "labelled anomaly in the training data"))
         else:
             keep.append(c.path)
-    return keep, skipped
+            domains[c.path] = c.domain
+    return keep, skipped, domains
 
 
 def fit_normalizer(tiles: Sequence[torch.Tensor], min_std: float = 1e-3) -> Normalizer:
@@ -108,17 +114,20 @@ def prepare_type(
     cfg: ASDConfig,
     *,
     skipped: Sequence[tuple[str, str]] = (),
+    domains: dict[str, str | None] | None = None,
 ) -> PreparedType:
     """Read and decode ``paths`` (a type's training clips) and turn them into the
     training data of ``cfg.model.kind`` (:class:`PreparedType`).
 
+    ``domains`` maps a path to its domain (``source``/``target``; from the listing);
+    without it nothing is known about domains.
     Raises :class:`NoTrainingData` when no clip gives a single feature row.
     """
     fc = cfg.features
     kind = get_kind(cfg.model.kind)
     skip = list(skipped)
     rows: list[ClipRows] = []
-    domains: list[str | None] = []
+    clip_domains: list[str | None] = []
     for path, data in read_many(loc, paths):
         if isinstance(data, BaseException):
             skip.append((path, f"unreadable: {type(data).__name__}: {data}"))
@@ -133,11 +142,11 @@ def prepare_type(
             skip.append((path, "too_short: no full training tile"))
             continue
         rows.append(r)
-        domains.append(clip_domain(path))
+        clip_domains.append((domains or {}).get(path))
     for path, reason in skip:
         log.warning("%s: skipping %s (%s)", machine_type, path, reason)
     if not rows:
         raise NoTrainingData(
             f"{machine_type}: no usable training clip ({len(paths)} listed, {len(skip)} skipped)"
         )
-    return PreparedType(machine_type, kind.assemble(rows, domains, cfg), len(rows), skip)
+    return PreparedType(machine_type, kind.assemble(rows, clip_domains, cfg), len(rows), skip)

@@ -98,7 +98,7 @@ def io_compare(data_uri: str, endpoint: str | None) -> dict:
     """Seconds to read every clip's bytes with Ray Data, two ways."""
     import ray
 
-    from asd_core.detector import list_archive
+    from asd_core.catalog import list_archive
     from asd_core.storage import pyarrow_filesystem
 
     data = open_location(data_uri, endpoint)

@@ -133,15 +133,14 @@ def run_demo(
         print(rep["table"])
         print(f"Wall time: {timings['total']:.0f} s (synth {timings['synth']:.0f}, "
               + ", ".join(f"{k} {v:.0f}" for k, v in timings.items() if " " in k) + ")")
-        print(f"\nScores (Parquet): {out_uri}/scores/   metrics: {out_uri}/metrics/   "
-              f"submission CSVs: {out_uri}/submission/")
+        print(f"\nScores, each clip's latest row per model: {out_uri}/latest/scores.parquet   history: {out_uri}/scores/"
+              f"\nmetrics: {out_uri}/metrics/   alerts: {out_uri}/alerts/   submission CSVs: {out_uri}/submission/")
         print(f"Plots: {out_uri}/report/{rep['run_id']}/")
         print("Query them, e.g.:")
-        print(f"  python -c \"import duckdb; print(duckdb.sql(\\\"select machine_type, domain, label, "
-              f"avg(anomaly_score) s, count(*) n from read_parquet('{out_uri}/scores/**/*.parquet', "
-              f"hive_partitioning=true) where status='ok' group by all order by all\\\"))\"")
-        print(f"  python -c \"import pandas as pd; print(pd.read_parquet('{out_uri}/scores')"
-              ".groupby(['machine_type','label']).anomaly_score.mean())\"")
+        print(f"  python -c \"import duckdb; print(duckdb.sql(\\\"select model_kind, machine_type, label, "
+              f"avg(anomaly_score) s, count(*) n from read_parquet('{out_uri}/latest/scores.parquet') "
+              f"where status='ok' group by all order by all\\\"))\"")
+        print(f"  asd scores {out_uri} --latest --format csv > latest.csv")
         return 0 if status == "ok" else 1
     except KeyboardInterrupt:
         print("\n[demo] interrupted: stopping Ray and the S3 server", file=sys.stderr)

@@ -59,10 +59,11 @@ def report(
 ) -> dict:
     """Build the report of one published run; returns ``{"run_id", "table", "files"}``
     (``files``: what was written under OUT_URI, then under ``local_dir``)."""
-    from jobs.score import published_runs
+    from asd_core.runstore import RunStore
 
     out = open_location(out_uri, endpoint_url)
-    runs = published_runs(out)
+    store = RunStore(out)
+    runs = store.runs()
     if not runs:
         raise FileNotFoundError(f"no published scoring run under {out.uri}/scores")
     if run_id is None:
@@ -73,7 +74,7 @@ def report(
             raise FileNotFoundError(f"run {run_id!r} is not published under {out.uri}/scores")
         manifest = found[0]
     rid = manifest["run_id"]
-    sections, rows = _run_metrics(out, rid)
+    sections, rows = _run_metrics(store, manifest)
     head = (
         f"run {rid} ({manifest.get('split')}): {manifest['n_rows']} clips scored, {manifest['n_error']} errors, "
         f"{manifest.get('n_skipped', 0)} carried from earlier runs"
@@ -89,7 +90,7 @@ def report(
         for m in reversed(runs):
             if m.get("split") != manifest.get("split"):
                 continue
-            secs, r = (sections, rows) if m["run_id"] == rid else _run_metrics(out, m["run_id"])
+            secs, r = (sections, rows) if m["run_id"] == rid else _run_metrics(store, m)
             new = [x for x in secs if (x.model_kind, x.machine_type, x.section) not in latest]
             for x in new:
                 latest[(x.model_kind, x.machine_type, x.section)] = x
@@ -145,12 +146,17 @@ figure{{display:inline-block;margin:0 1em 1em 0;vertical-align:top}} figcaption{
 """
 
 
-def _run_metrics(out, run_id: str):
+def _run_metrics(store, record: dict):
     """(sections, evaluated rows) of one published run."""
-    mdir = f"{out.path}/metrics/{run_id}"
-    with out.fs.open(f"{mdir}/metrics.parquet", "rb") as f:
+    if record.get("format", 1) >= 2:
+        mpath = store.run_output("metrics", record, "metrics.parquet")
+        epath = store.run_output("evaluated", record, "evaluated.parquet")
+    else:  # outputs written before the partitioned layout
+        mpath = store.p("metrics", record["run_id"], "metrics.parquet")
+        epath = store.p("metrics", record["run_id"], "evaluated.parquet")
+    with store.out.fs.open(mpath, "rb") as f:
         sections = results.sections_from_table(pq.read_table(f))
-    with out.fs.open(f"{mdir}/evaluated.parquet", "rb") as f:
+    with store.out.fs.open(epath, "rb") as f:
         rows = pq.read_table(f).to_pandas()
     return sections, rows
 

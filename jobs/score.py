@@ -6,16 +6,17 @@ DCASE submission files out.
 
 Pipeline (streaming; memory bounded by batch sizes, not by the archive)::
 
-    driver: list_archive -> one item per clip (path, size, parsed name, model id)
-    from_items ─► map_batches(fetch_decode_featurise)       CPU tasks, 8 clips a batch:
+    driver: asd_core.catalog.list_clips (DCASE layout, --pattern or --manifest)
+            -> one item per file (path, size, fingerprint, fields, model id)
+    from_arrow ─► map_batches(fetch_decode)            CPU tasks, 8 clips a batch:
                   s3fs cat of the batch (concurrent, per-file errors), decode,
-                  log-mel tiles normalised with the type's stats; bytes dropped here
+                  features normalised with the type's stats; bytes dropped here
                ─► map_batches(ScoreActor, ActorPoolStrategy(size=N))
                   each actor loads the models once and routes clips by machine type
-               ─► write_parquet(OUT/scores/_staging/<run_id>/)
-    driver: check rows == items and paths unique -> move files to OUT/scores/<run_id>/
-            -> write OUT/scores/<run_id>/_SUCCESS (the manifest: this publishes the run)
-            -> metrics, submission CSVs
+               ─► write_parquet(OUT/_staging/<run_id>/)
+    driver: asd_core.runstore.RunStore.publish: check rows == items, paths unique ->
+            move under OUT/scores/date=<day>/run=<run_id>/ -> _SUCCESS (the commit)
+            -> latest/scores.parquet -> metrics, alerts, submission -> runs/<run_id>.json
 
 Why list on the driver and fetch inside the UDF rather than ``read_binary_files``: a
 file that cannot be read (deleted after listing, permissions, a flaky endpoint) fails
@@ -23,22 +24,17 @@ the whole read task, and Ray Data can only drop whole blocks (``max_errored_bloc
 here each file gets its own error row. Only one batch of raw bytes per task is ever in
 memory, and ``s3fs.cat`` of a batch fetches its objects concurrently.
 
-Output layout under OUT_URI::
+Output layout: see :mod:`asd_core.runstore` (``latest/scores.parquet`` has each clip
+once; ``scores/`` is the partitioned history; ``alerts/<run_id>.parquet`` the clips
+over threshold).
 
-    scores/<run_id>/part-*.parquet   one row per listed clip (asd_core.results.SCORE_SCHEMA)
-    scores/<run_id>/_SUCCESS         manifest (JSON); readers trust only runs that have it
-    scores/_staging/<run_id>/        in-flight writes (ignored by pyarrow: leading "_")
-    metrics/<run_id>/metrics.parquet per (machine type, section) + official score
-    metrics/<run_id>/evaluated.parquet  the exact rows the metrics were computed on
-    metrics/<run_id>/summary.json    the run summary
-    submission/<run_id>/anomaly_score_<m>_section_<ss>_test.csv, decision_result_...
-
-Incremental runs (``--incremental``) skip clips whose (path, size, fingerprint, model id) already has
-a final row in a published run of the same split and K (an ok row, or an error that a
-retry cannot fix; read failures and bad artifacts are retried). A run publishes all or nothing: a run
-that crashed left only staging files, so its re-run scores what no published run holds. Their metrics and submission cover every listed clip: this
-run's rows plus the earlier rows they skipped, so a crashed night re-run with
-``--incremental`` yields the same metrics as one clean run.
+Incremental runs (``--incremental``) skip clips whose (path, size, fingerprint, model
+id) already has a final row in the index (``latest/scores.parquet``) for the same
+split, models URI and K (an ok row, or an error that a retry cannot fix; read
+failures and bad artifacts are retried). A run publishes all or nothing; its metrics
+and submission cover every listed clip: this run's rows plus the index rows they
+skipped, so a crashed night re-run with ``--incremental`` yields the same metrics as
+one clean run.
 """
 
 from __future__ import annotations
@@ -57,20 +53,17 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from asd_core import results
 from asd_core.artifact import list_artifacts, read_meta
-from asd_core.detector import ListedClip, list_archive
+from asd_core.catalog import ListedClip, list_clips, parse_only
 from asd_core.results import STATUS_ERROR, STATUS_OK
 from asd_core.runs import DEFAULT_LEASE_TTL_S, Lease, validate_run_id
-from asd_core.storage import Location, open_location, pyarrow_filesystem, read_bytes, read_many, write_bytes
+from asd_core.runstore import LATEST, LEASE, RunStore, alert_summary, write_table
+from asd_core.storage import Location, open_location, pyarrow_filesystem, read_many, write_bytes
 
 log = logging.getLogger("jobs.score")
 
-SUCCESS = "_SUCCESS"
-LEASE = "_lease.json"  # under OUT/scores/: one run at a time per output
-STAGING = "_staging"
 DECODE_BATCH = 8  # clips per decode task batch: bounds raw bytes held per task
 DEFAULT_BATCH = 16  # clips per scoring call
 # More than half the clips unreadable is an outage (or a wrong endpoint), not bad files.
@@ -141,9 +134,13 @@ def clip_items(
     run_id: str,
     gt: results.GroundTruth | None = None,
     bad_models: dict[str, str] | None = None,
+    *,
+    models_uri: str = "",
+    n_masks: int | None = None,
 ) -> list[dict[str, Any]]:
-    """One pipeline item per listed clip; clips that cannot be scored (non-DCASE name,
-    not audio, no model, a bad model) already carry their error."""
+    """One pipeline item per listed clip; clips that cannot be scored (a name the
+    layout or template does not match, not audio, a bad manifest row, no model, a bad
+    model) already carry their error."""
     items = []
     bad_models = bad_models or {}
     for c in listed:
@@ -152,22 +149,25 @@ def clip_items(
             "path": data.uri_of(c.path),
             "file_name": posixpath.basename(c.path),
             "machine_type": c.machine_type,
+            "section": c.section,
+            "domain": c.domain,
+            "label": c.label,
+            "split": c.split,
+            "attributes": c.attributes_json(),
             "size": c.size,
             "fingerprint": c.fingerprint,
             "model_id": meta["model_id"] if meta else "",
             "model_kind": meta.get("model_kind", "unet") if meta else "",
+            "models_uri": models_uri,
+            "n_masks": n_masks,
             "run_id": run_id,
             "status": None,
         }
-        if c.clip is not None:
-            row.update(section=c.clip.section, domain=c.clip.domain, label=c.clip.label, split=c.clip.split)
-            if gt is not None:
-                key = (c.machine_type, c.clip.section, row["file_name"])
-                row["label"] = gt.labels.get(key, row["label"])
-                row["domain"] = gt.domains.get(key, row["domain"])
-        else:
-            row["split"] = posixpath.basename(posixpath.dirname(c.path))
-        if c.clip is None:
+        if gt is not None and c.section is not None:
+            key = (c.machine_type, c.section, row["file_name"])
+            row["label"] = gt.labels.get(key, row["label"])
+            row["domain"] = gt.domains.get(key, row["domain"])
+        if not c.ok:
             row.update(status=STATUS_ERROR, error_reason=c.reason, error=c.error)
         elif c.machine_type in bad_models:
             row.update(status=STATUS_ERROR, error_reason="bad_model", error=bad_models[c.machine_type])
@@ -321,49 +321,12 @@ class ScoreActor:
         return results.to_table(rows)
 
 
-# ---------------------------------------------------------------- published runs
-def published_runs(out: Location) -> list[dict[str, Any]]:
-    """Manifests of the published runs under ``out``, oldest first."""
-    scores = f"{out.path}/scores"
-    if not out.fs.exists(scores):
-        return []
-    runs = []
-    for d in out.fs.ls(scores, detail=False):
-        name = d.rstrip("/").rsplit("/", 1)[-1]
-        if name.startswith(("_", ".")):
-            continue
-        try:
-            runs.append(json.loads(read_bytes(out, f"{d.rstrip('/')}/{SUCCESS}")))
-        except FileNotFoundError:
-            continue  # never published: not trusted
-    return sorted(runs, key=lambda m: (m.get("published_at", ""), m["run_id"]))
-
-
-def read_run(out: Location, manifest: dict[str, Any]) -> pa.Table:
-    """The score rows of one published run (only the files its manifest lists)."""
-    d = f"{out.path}/scores/{manifest['run_id']}"
-    tables = []
-    for name in manifest.get("files", []):
-        with out.fs.open(f"{d}/{name}", "rb") as f:
-            tables.append(results.conform(pq.read_table(f)))
-    return pa.concat_tables(tables) if tables else results.empty_scores()
-
-
-def _read_files(out: Location, paths: list[str]) -> pa.Table:
-    tables = []
-    for p in paths:
-        with out.fs.open(p, "rb") as f:
-            tables.append(results.conform(pq.read_table(f)))
-    return pa.concat_tables(tables) if tables else results.empty_scores()
-
-
-def _write_table(out: Location, path: str, table: pa.Table) -> None:
-    buf = pa.BufferOutputStream()
-    pq.write_table(table, buf)
-    write_bytes(out, path, buf.getvalue().to_pybytes())
-
-
 # ---------------------------------------------------------------- the job
+def published_runs(out: Location) -> list[dict[str, Any]]:
+    """Records of the published runs under ``out``, oldest first."""
+    return RunStore(out).runs()
+
+
 def run_scoring(
     data_uri: str,
     models_uri: str,
@@ -382,7 +345,7 @@ def run_scoring(
     out = open_location(out_uri, endpoint_url)
     if out.protocol == "file":
         out.fs.makedirs(out.path, exist_ok=True)
-    with Lease(out, f"{out.path}/scores/{LEASE}", run_id, lease_ttl_s):
+    with Lease(out, f"{out.path}/{LEASE}", run_id, lease_ttl_s):
         return score_run(data_uri, models_uri, out_uri, run_id=run_id, endpoint_url=endpoint_url, **kwargs)
 
 
@@ -404,9 +367,15 @@ def score_run(
     batch_size: int = DEFAULT_BATCH,
     endpoint_url: str | None = None,
     ground_truth: list[str] | None = None,
+    pattern: str | None = None,
+    manifest: str | None = None,
+    listed: list[ListedClip] | None = None,
+    only: dict[str, str] | None = None,
 ) -> dict[str, Any]:
-    """Score every clip of ``<data_uri>/<machine_type>/<split>/`` and publish the run.
+    """Score every clip of an archive and publish the run (see :mod:`asd_core.runstore`).
 
+    The clips: ``listed`` when given, else a ``manifest`` (CSV/Parquet), a ``pattern``
+    (path template), or the DCASE layout ``<data_uri>/<machine_type>/<split>/``.
     Uses Ray only when some clip needs scoring (``ray.init`` /
     :func:`jobs.common.init_ray` first; a local one is started otherwise): a run whose
     clips all carry an error already (no model, bad names) is written and published
@@ -415,7 +384,7 @@ def score_run(
     find a CPU; ``torch_threads`` (CPU scoring) defaults to the node's cores / actors.
     ``actor_memory_gb`` reserves heap per actor (a width-64 U-Net with 256-pair forward
     batches peaks at ~2.3 GiB on CPU), so Ray does not pack more actors than fit.
-    Returns the run summary (also written to ``metrics/<run_id>/summary.json``).
+    Returns the run summary (also in ``runs/<run_id>.json``).
     """
     import ray
 
@@ -426,57 +395,35 @@ def score_run(
     out = open_location(out_uri, endpoint_url)
     if out.protocol == "file":
         out.fs.makedirs(out.path, exist_ok=True)
-    published = published_runs(out)
-    if any(m["run_id"] == run_id for m in published):
-        raise ValueError(f"run {run_id!r} is already published under {out.uri}/scores; runs are never rewritten")
+    store = RunStore(out)
+    stage_dir = store.begin(run_id)
+    started_at = datetime.now(timezone.utc)
 
-    listed = list_archive(data, split=split, machines=machines)
+    if listed is None:
+        listed = list_clips(data, split=split, machines=machines, pattern=pattern, manifest=manifest,
+                            endpoint_url=endpoint_url, only=only)
     bad_models: dict[str, str] = {}
     models = model_index(models_loc, bad=bad_models)
     gt = results.read_ground_truth(ground_truth, endpoint_url) if ground_truth else None
-    items = clip_items(listed, data, models, run_id, gt, bad_models)
+    items = clip_items(listed, data, models, run_id, gt, bad_models, models_uri=models_loc.uri, n_masks=n_masks)
     log.info("run %s: %d files listed under %s (%d machine types)", run_id, len(items), data.uri,
              len({i["machine_type"] for i in items}))
-    unlisted = Counter(i.get("error_reason") for i in items if i.get("error_reason") in ("bad_name", "unsupported_format"))
+    unlisted = Counter(i.get("error_reason") for i in items
+                       if i.get("error_reason") in ("bad_name", "unsupported_format", "bad_manifest_row", "not_found"))
     for reason, n in sorted(unlisted.items()):
         example = next(i["error"] for i in items if i.get("error_reason") == reason)
         log.warning("run %s: %d file(s) cannot be scored (%s), e.g. %s", run_id, n, reason, example)
 
-    # Incremental: earlier published rows that settle a clip (same path, size, model).
     carried: list[dict] = []
-    if incremental:
-        # Same split, models and K: scores with another number of masks are other
-        # estimates, and runs of other models (kinds) publish into the same OUT_URI.
-        same_split = [
-            m for m in published
-            if m.get("split") == split and m.get("n_masks") == n_masks and m.get("models_uri") == models_loc.uri
-        ]
-        prev_by_path = {r["path"]: r for r in results.latest_per_path([read_run(out, m) for m in same_split])}
-        todo = []
-        for it in items:
-            p = prev_by_path.get(it["path"])
-            if (
-                p is not None
-                and int(p["size"]) == it["size"]
-                and (p["fingerprint"] or "") == it["fingerprint"]  # rows from before fingerprints: score again
-                and (p["model_id"] or "") == it["model_id"]
-                and results.is_final(p["status"], p["error_reason"])
-            ):
-                carried.append(p)
-            else:
-                todo.append(it)
-        log.info("incremental: %d clips already scored in published runs, %d to score", len(carried), len(todo))
-        items = todo
+    if incremental:  # the index's rows that settle a clip (same path, size, fingerprint, model)
+        carried, items = store.settled(items, split=split, models_uri=models_loc.uri, n_masks=n_masks)
+        log.info("incremental: %d clips already scored in published runs, %d to score", len(carried), len(items))
 
-    stage_dir = f"{out.path}/scores/{STAGING}/{run_id}"
-    if out.fs.exists(stage_dir):  # left by a crashed attempt of the same run id
-        out.fs.rm(stage_dir, recursive=True)
-    started_at = datetime.now(timezone.utc).isoformat()
     t_pipe = time.perf_counter()
     needed = sorted({i["machine_type"] for i in items if i["status"] is None})
     if items and not needed:  # every clip already has its error row: no Ray needed
         now = datetime.now(timezone.utc)
-        _write_table(out, f"{stage_dir}/part-00000.parquet", results.to_table([{**i, "scored_at": now} for i in items]))
+        write_table(out, f"{stage_dir}/part-00000.parquet", results.to_table([{**i, "scored_at": now} for i in items]))
     elif items:
         if gpus_per_actor > 0:
             from jobs.common import require_resources
@@ -501,99 +448,74 @@ def score_run(
         )
     pipeline_s = time.perf_counter() - t_pipe
 
-    # Check, then publish.
-    staged = sorted(p for p in (out.fs.find(stage_dir) if out.fs.exists(stage_dir) else []) if p.endswith(".parquet"))
-    new = _read_files(out, staged)
-    paths = new["path"].to_pylist()
-    expected = {i["path"] for i in items}
-    if not set(new["status"].to_pylist()) <= {STATUS_OK, STATUS_ERROR}:
-        raise RuntimeError(f"run {run_id}: rows left without a status; not published")
-    if len(paths) != len(items) or set(paths) != expected:
-        missing, extra = expected - set(paths), len(paths) - len(set(paths))
-        raise RuntimeError(
-            f"run {run_id}: {len(paths)} rows staged for {len(items)} clips ({len(missing)} missing, "
-            f"{extra} duplicated); not published, staging left at {out.uri_of(stage_dir)}"
-        )
-    run_dir = f"{out.path}/scores/{run_id}"
-    files = []
-    if out.protocol == "file":
-        out.fs.makedirs(run_dir, exist_ok=True)
-    for i, p in enumerate(staged):
-        name = f"part-{i:05d}.parquet"
-        out.fs.mv(p, f"{run_dir}/{name}")
-        files.append(name)
-    if out.fs.exists(stage_dir):
-        out.fs.rm(stage_dir, recursive=True)
-    status = new["status"].to_pylist()
-    reasons = Counter(r for r, s in zip(new["error_reason"].to_pylist(), status, strict=True) if s == STATUS_ERROR)
-    n_error = sum(reasons.values())
-    manifest = {
-        "format": 1,
-        "run_id": run_id,
-        "split": split,
-        "data_uri": data.uri,
-        "models_uri": models_loc.uri,
-        "models": {mt: m["model_id"] for mt, m in models.items()},
-        "model_kinds": sorted({m.get("model_kind", "unet") for m in models.values()}),
-        "bad_models": bad_models,
-        "n_masks": n_masks,
-        "incremental": incremental,
-        "n_rows": new.num_rows,
-        "n_ok": new.num_rows - n_error,
-        "n_error": n_error,
-        "errors_by_reason": dict(sorted(reasons.items())),
-        "n_skipped": len(carried),
-        "files": files,
-        "started_at": started_at,
-        "published_at": datetime.now(timezone.utc).isoformat(),
-    }
-    write_bytes(out, f"{run_dir}/{SUCCESS}", json.dumps(manifest, indent=2).encode())
+    new, record = store.publish(
+        run_id,
+        [i["path"] for i in items],
+        {
+            "split": split,
+            "date": started_at.strftime("%Y-%m-%d"),
+            "data_uri": data.uri,
+            "source": f"manifest {manifest}" if manifest else f"pattern {pattern}" if pattern else "dcase layout",
+            "models_uri": models_loc.uri,
+            "models": {mt: m["model_id"] for mt, m in models.items()},
+            "model_kinds": sorted({m.get("model_kind", "unet") for m in models.values()}),
+            "bad_models": bad_models,
+            "n_masks": n_masks,
+            "incremental": incremental,
+            "n_skipped": len(carried),
+            "started_at": started_at.isoformat(),
+        },
+    )
 
-    # Metrics and submission over every listed clip's row.
+    # Metrics and submission over every listed clip's row; alerts over this run's rows.
     view = pa.concat_tables([results.to_table(carried), new]).to_pandas()
     view = results.apply_ground_truth(view, gt)
     sections, official = results.compute_metrics(view)
-    mdir = f"{out.path}/metrics/{run_id}"
-    _write_table(out, f"{mdir}/metrics.parquet", results.metrics_table(sections, run_id, official))
-    _write_table(out, f"{mdir}/evaluated.parquet", results.conform(pa.Table.from_pandas(view, preserve_index=False)))
+    metrics_path = store.run_output("metrics", record, "metrics.parquet")
+    write_table(out, metrics_path, results.metrics_table(sections, run_id, official))
+    evaluated_path = store.run_output("evaluated", record, "evaluated.parquet")
+    write_table(out, evaluated_path, results.conform(pa.Table.from_pandas(view, preserve_index=False)))
+    alerts_path, alerts = store.write_alerts(run_id, new)
     sub_dir = f"{out.path}/submission/{run_id}"
-    sub = results.submission_files(view) if split == "test" else {}
+    sub = results.submission_files(view) if split == "test" and sections else {}
     for name, text in sub.items():
         write_bytes(out, f"{sub_dir}/{name}", text.encode())
 
     seconds = time.perf_counter() - t0
+    n_evaluated = int(len(results.evaluable(view)))
     summary = {
         "run_id": run_id,
         "split": split,
         "n_listed": len(listed),
         "n_skipped": len(carried),
         "n_scored": new.num_rows,
-        "n_ok": manifest["n_ok"],
-        "n_error": n_error,
-        "errors_by_reason": manifest["errors_by_reason"],
-        "n_evaluated": int(len(results.evaluable(view))),
+        "n_ok": record["n_ok"],
+        "n_error": record["n_error"],
+        "errors_by_reason": record["errors_by_reason"],
+        "n_evaluated": n_evaluated,
+        "labelled": n_evaluated > 0,
         "official_score": official,
         "sections": [m.to_dict() for m in sections],
-        "scores_uri": out.uri_of(run_dir),
-        "metrics_uri": out.uri_of(mdir),
+        "n_alerts": alerts.num_rows,
+        "alerts": alert_summary(alerts),
+        "alerts_uri": out.uri_of(alerts_path),
+        "scores_uri": out.uri_of(record["scores_path"]),
+        "latest_uri": out.uri_of(store.p(LATEST)),
+        "metrics_uri": out.uri_of(metrics_path),
+        "evaluated_uri": out.uri_of(evaluated_path),
         "submission_uri": out.uri_of(sub_dir) if sub else None,
         "pipeline_seconds": pipeline_s,
         "seconds": seconds,
         "clips_per_second": new.num_rows / pipeline_s if pipeline_s > 0 and new.num_rows else 0.0,
     }
-    write_bytes(out, f"{mdir}/summary.json", json.dumps(summary, indent=2, default=_json_default).encode())
+    store.finish(record, summary)
     log.info(
-        "run %s published: %d rows (%d ok, %d errors%s), %d skipped, official score %s, %.1f s",
-        run_id, new.num_rows, manifest["n_ok"], n_error,
-        f": {dict(reasons)}" if reasons else "", len(carried), f"{official:.4f}", seconds,
+        "run %s published: %d rows (%d ok, %d errors%s), %d skipped, %s, official score %s, %.1f s",
+        run_id, new.num_rows, record["n_ok"], record["n_error"],
+        f": {record['errors_by_reason']}" if record["n_error"] else "", len(carried), summary["alerts"],
+        f"{official:.4f}" if n_evaluated else "- (no labelled clips)", seconds,
     )
     return summary
-
-
-def _json_default(o: Any) -> Any:
-    if isinstance(o, float | np.floating):
-        return None if not math.isfinite(float(o)) else float(o)
-    return str(o)
 
 
 def _run_pipeline(
@@ -665,10 +587,20 @@ def build_parser() -> argparse.ArgumentParser:
     from jobs.common import HelpFormatter, add_ray_args, add_storage_args, describe
 
     p = argparse.ArgumentParser(prog="asd score", description=describe(__doc__), formatter_class=HelpFormatter)
-    p.add_argument("data_uri", help="archive root: <root>/<machine_type>/<split>/<clip>.wav (s3:// or a folder)")
+    p.add_argument("data_uri", help="archive root (s3:// or a folder); by default in the DCASE layout "
+                                    "<root>/<machine_type>/<split>/<clip>.wav")
     p.add_argument("models_uri", help="model artifacts: <models>/<machine_type>/")
-    p.add_argument("out_uri", help="output root (scores/, metrics/, submission/)")
+    p.add_argument("out_uri", help="output root (scores/, latest/, metrics/, alerts/, runs/, submission/)")
     p.add_argument("--machines", default=None, help="comma-separated machine types (default: every folder)")
+    src = p.add_mutually_exclusive_group()
+    src.add_argument("--manifest", default=None, metavar="URI",
+                     help="CSV/Parquet listing exactly the clips to score (path, machine_type; optional section, "
+                          "domain, label, split, attributes); paths relative to DATA_URI or URIs")
+    src.add_argument("--pattern", default=None, metavar="TEMPLATE",
+                     help="path template below DATA_URI, e.g. '{date}/{machine_type}/{name}.flac'; "
+                          "placeholders become columns ('asd manifest' shows the mapping first)")
+    p.add_argument("--only", action="append", default=[], metavar="PLACEHOLDER=VALUE",
+                   help="with --pattern: fix a placeholder, e.g. --only date=2026-11-24 (lists only that folder)")
     p.add_argument("--split", default="test", choices=["test", "train"], help="which folder of each type to score")
     p.add_argument("--masks", type=int, default=None, dest="n_masks", help="masks per tile K (default: the artifact's)")
     p.add_argument("--run-id", default=None, help="run id (default: UTC time + random suffix)")
@@ -690,6 +622,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lease-ttl-hours", type=float, default=DEFAULT_LEASE_TTL_S / 3600,
                    help="expiry of the OUT_URI/scores/_lease.json lease that keeps a second run out "
                         "(default %(default)g; must exceed the longest run)")
+    p.add_argument("--json", action="store_true", help="print the run summary as JSON on stdout")
     p.add_argument("-v", "--verbose", action="store_true")
     add_storage_args(p)
     add_ray_args(p)
@@ -716,14 +649,27 @@ def main(argv: list[str] | None = None) -> int:
         except ValueError as e:
             print(f"asd score: {e}")
             return 2
+    try:  # list before Ray starts: a bad manifest, template or data URI stops here
+        listed = list_clips(open_location(args.data_uri, args.endpoint_url), split=args.split,
+                            machines=parse_machines(args.machines), pattern=args.pattern, manifest=args.manifest,
+                            endpoint_url=args.endpoint_url, only=parse_only(args.only))
+    except FileNotFoundError as e:
+        print(f"asd score: data not found: {e}")
+        return 2
+    except ValueError as e:  # ManifestError, a bad template
+        print(f"asd score: {e}")
+        return 2
     session = contextlib.nullcontext() if no_models else ray_session(args.address, args.endpoint_url)
     try:
         with session:
-            summary = _run_from_args(args, parse_machines)
+            summary = _run_from_args(args, parse_machines, listed)
     except (LeaseHeld, ResourcesUnavailable) as e:
         print(f"asd score: {e}")
         return 2
-    _print_summary(summary)
+    if args.json:
+        print(json.dumps(summary, default=_json_default))
+    else:
+        _print_summary(summary)
     if no_models:
         print(f"asd score: no model artifact under {models_loc.uri} (expected <models>/<machine_type>/current.json); "
               f"{summary['n_scored']} clips published as errors")
@@ -744,7 +690,7 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _run_from_args(args: argparse.Namespace, parse_machines) -> dict[str, Any]:
+def _run_from_args(args: argparse.Namespace, parse_machines, listed: list[ListedClip]) -> dict[str, Any]:
     return run_scoring(
         args.data_uri,
         args.models_uri,
@@ -763,18 +709,30 @@ def _run_from_args(args: argparse.Namespace, parse_machines) -> dict[str, Any]:
         endpoint_url=args.endpoint_url,
         ground_truth=args.ground_truth,
         lease_ttl_s=args.lease_ttl_hours * 3600,
+        pattern=args.pattern,
+        manifest=args.manifest,
+        listed=listed,
     )
 
 
 def _print_summary(summary: dict[str, Any]) -> None:
     off = summary["official_score"]
+    metrics = (f"official score {100 * off:.2f}" if summary.get("labelled", True) and math.isfinite(off)
+               else "no labelled clips: no metrics (labels come from names, --pattern/--manifest or --ground-truth)")
     print(
         f"run {summary['run_id']}: {summary['n_listed']} clips listed, {summary['n_skipped']} skipped, "
         f"{summary['n_scored']} scored ({summary['n_ok']} ok, {summary['n_error']} errors"
         + (f": {summary['errors_by_reason']}" if summary["n_error"] else "")
-        + f"); official score {'-' if not math.isfinite(off) else f'{100 * off:.2f}'}; "
-        f"{summary['clips_per_second']:.2f} clips/s; scores at {summary['scores_uri']}"
+        + f"); {metrics}; {summary['clips_per_second']:.2f} clips/s; scores at {summary['scores_uri']}"
     )
+    if "alerts" in summary:
+        print(f"{summary['alerts']} (alerts at {summary['alerts_uri']})")
+
+
+def _json_default(o: Any) -> Any:
+    if isinstance(o, float | np.floating):
+        return None if not math.isfinite(float(o)) else float(o)
+    return str(o)
 
 
 if __name__ == "__main__":

@@ -46,8 +46,9 @@ import numpy as np
 import torch
 
 from asd_core.artifact import list_artifacts, save_artifact
+from asd_core.catalog import ListedClip, list_clips, machine_types, parse_only
 from asd_core.config import DEFAULT_PRESET, PRESETS, ASDConfig, cpu_warning, parse_overrides, preset
-from asd_core.detector import list_archive, machine_types
+from asd_core.dcase import AUDIO_SUFFIXES
 from asd_core.kinds import KINDS, get_kind
 from asd_core.runs import validate_run_id
 from asd_core.runtime import prepare_model
@@ -239,15 +240,19 @@ def train_one_type(spec: dict[str, Any]) -> dict[str, Any]:
     try:
         cfg = ASDConfig.from_dict(spec["config"])
         data_loc: Location = spec["data_loc"]
-        type_dir = data_loc.join(mt, "train")
-        if not data_loc.fs.isdir(type_dir.path):
-            raise FileNotFoundError(f"{mt}: no training folder {type_dir.uri}")
-        listed = list_archive(data_loc, split="train", machines=[mt])
-        paths, skipped = select_training_clips(listed)
+        if spec.get("clips") is not None:  # listed on the driver from a manifest or a template
+            where = f"{data_loc.uri} ({spec['source']})"
+            paths, skipped, domains = select_training_clips(spec["clips"], dcase_layout=False)
+        else:
+            type_dir = data_loc.join(mt, "train")
+            where = type_dir.uri
+            if not data_loc.fs.isdir(type_dir.path):
+                raise FileNotFoundError(f"{mt}: no training folder {type_dir.uri}")
+            paths, skipped, domains = select_training_clips(list_clips(data_loc, split="train", machines=[mt]))
         if not paths:
-            raise FileNotFoundError(f"{mt}: no training clips (.wav/.flac) under {type_dir.uri}")
-        log.info("%s: reading %d training clips from %s", mt, len(paths), type_dir.uri)
-        prep = prepare_type(data_loc, mt, paths, cfg, skipped=skipped)
+            raise FileNotFoundError(f"{mt}: no training clips ({', '.join(AUDIO_SUFFIXES)}) under {where}")
+        log.info("%s: reading %d training clips from %s", mt, len(paths), where)
+        prep = prepare_type(data_loc, mt, paths, cfg, skipped=skipped, domains=domains)
         t_prep = time.perf_counter() - t0
         log.info(
             "%s: %d clips usable, %d skipped, %d training tiles (%.1f s)",
@@ -368,8 +373,13 @@ def run_training(
     run_name: str | None = None,
     max_failures: int = 2,
     fail_once: dict[str, int] | None = None,
+    clips: list[ListedClip] | None = None,
+    source: str = "",
 ) -> dict[str, Any]:
     """Train every machine type of ``data_uri`` concurrently; returns the run manifest.
+
+    ``clips`` (from :func:`asd_core.catalog.list_clips` with a manifest or a template;
+    ``source`` says which) replaces the DCASE layout: the machine types are theirs.
 
     Needs an initialised Ray. ``machines`` filters the archive's type folders (a
     name with no folder fails alone). ``cpus_per_worker`` None = share the cluster's
@@ -407,7 +417,15 @@ def run_training(
         if _read_json(models_loc, posixpath.join(models_loc.path, RUNS_DIR, run_id, "manifest.json")):
             raise FileExistsError(f"run {run_id} exists under {models_loc.uri}; use --resume to continue it")
 
-    if machines:
+    by_type: dict[str, list[ListedClip]] = {}
+    for c in clips or []:
+        by_type.setdefault(c.machine_type, []).append(c)
+    by_type.pop("", None)  # files a template did not match: no type to train
+    if clips is not None:
+        types = list(dict.fromkeys(machines)) if machines else sorted(by_type)
+        if not types:
+            raise FileNotFoundError(f"no clips with a machine type in {source or 'the listing'} of {data_loc.uri}")
+    elif machines:
         types = list(dict.fromkeys(machines))
     else:
         types = machine_types(data_loc)
@@ -427,6 +445,7 @@ def run_training(
         "status": "running",
         "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "data_uri": data_loc.uri,
+        "source": source or "dcase layout",
         "models_uri": models_loc.uri,
         "checkpoints_uri": models_loc.uri_of(storage_path),
         "config": config.to_dict(),
@@ -458,6 +477,8 @@ def run_training(
             "data_loc": data_loc,
             "models_loc": models_loc,
             "config": config.to_dict(),
+            "clips": by_type.get(mt, []) if clips is not None else None,
+            "source": source,
             "workers_per_model": workers_per_model,
             "gpus_per_worker": gpus_per_worker,
             "cpus_per_worker": cpus_per_worker,
@@ -506,9 +527,18 @@ def run_training(
 # ---------------------------------------------------------------- CLI
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="asd train", description=describe(__doc__), formatter_class=HelpFormatter)
-    p.add_argument("data_uri", help="archive in DCASE layout: <root>/<machine_type>/train/*.wav (path or s3://)")
+    p.add_argument("data_uri", help="archive root (path or s3://); by default in the DCASE layout "
+                                    "<root>/<machine_type>/train/*.wav")
     p.add_argument("models_uri", help="where artifacts, checkpoints and the run manifest go (path or s3://)")
     p.add_argument("--machines", default=None, help="comma-separated machine types (default: every folder)")
+    src = p.add_mutually_exclusive_group()
+    src.add_argument("--manifest", default=None, metavar="URI",
+                     help="CSV/Parquet of the training clips (path, machine_type; optional section, domain, "
+                          "label, split, attributes); paths relative to DATA_URI or URIs")
+    src.add_argument("--pattern", default=None, metavar="TEMPLATE",
+                     help="path template below DATA_URI, e.g. '{date}/{machine_type}/{name}.flac'")
+    p.add_argument("--only", action="append", default=[], metavar="PLACEHOLDER=VALUE",
+                   help="with --pattern: fix a placeholder, e.g. --only date=2026-11-24 (lists only that folder)")
     p.add_argument("--model", default=None, choices=KINDS,
                    help="model kind (default: the preset's, unet); sets model.kind")
     p.add_argument("--preset", default=DEFAULT_PRESET, choices=sorted(PRESETS),
@@ -573,6 +603,17 @@ def _main(argv: list[str] | None) -> int:
         except ValueError as e:  # before Ray starts: the name becomes a folder under MODELS_URI
             log.error("%s", e)
             return 2
+    clips, source = None, ""
+    if args.manifest or args.pattern:  # listed before Ray starts: a bad manifest stops here
+        source = f"manifest {args.manifest}" if args.manifest else f"--pattern {args.pattern!r}"
+        try:
+            clips = list_clips(open_location(args.data_uri, args.endpoint_url), split="train",
+                               machines=parse_machines(args.machines), pattern=args.pattern,
+                               manifest=args.manifest, endpoint_url=args.endpoint_url, training=True,
+                               only=parse_only(args.only))
+        except (ValueError, FileNotFoundError) as e:  # ManifestError is a ValueError
+            print(f"asd train: {e}")
+            return 2
     try:
         with ray_session(args.address, args.endpoint_url):
             manifest = run_training(
@@ -587,6 +628,8 @@ def _main(argv: list[str] | None) -> int:
                 resume=args.resume,
                 run_name=args.run_name,
                 max_failures=args.max_failures,
+                clips=clips,
+                source=source,
             )
     except (FileNotFoundError, FileExistsError, ValueError, ResourcesUnavailable) as e:  # nothing could start
         log.error("%s", e)

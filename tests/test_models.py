@@ -11,7 +11,6 @@ import shutil
 import uuid
 
 import numpy as np
-import pandas as pd
 import pytest
 
 from asd_core.artifact import (
@@ -28,6 +27,7 @@ from asd_core.audio import encode_wav
 from asd_core.config import preset
 from asd_core.dcase import ClipName
 from asd_core.detector import Scorer, train_type
+from asd_core.runstore import RunStore
 from asd_core.storage import ensure_bucket, open_location, write_bytes
 from jobs.cli import main as asd
 from tests.signals import SR, harmonic_tone
@@ -179,7 +179,8 @@ def rolled_back_run(ray_cluster, s3_endpoint, two_models, tmp_path_factory):
     out = f"{bucket}/out"
     rc = asd(["score", data.uri, models.uri, out, "--run-id", "rolled-back", "--endpoint-url", s3_endpoint])
     assert rc == 0
-    rows = pd.read_parquet(f"{out}/scores/rolled-back", storage_options={"client_kwargs": {"endpoint_url": s3_endpoint}})
+    store = RunStore(open_location(out, s3_endpoint))
+    rows = store.read_run(store.record("rolled-back")).to_pandas()
     return {"out": out, "rows": rows, "first": first, "second": second, "endpoint": s3_endpoint}
 
 

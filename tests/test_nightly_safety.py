@@ -30,6 +30,7 @@ from asd_core.config import preset
 from asd_core.dcase import ClipName
 from asd_core.detector import train_type
 from asd_core.runs import Lease, LeaseHeld, validate_run_id
+from asd_core.runstore import RunStore
 from asd_core.storage import ensure_bucket, open_location, pyarrow_filesystem, read_bytes, write_bytes
 from tests.signals import SR, harmonic_tone
 
@@ -127,7 +128,7 @@ def _held_message_run(out_uri, endpoint):
 # ---------------------------------------------------------------- one archive, several nights
 SILENT = _name("fan", 20)
 LOW_RATE = _name("fan", 21)
-OGG = "fan/test/section_00_source_test_normal_0022.ogg"
+NOT_AUDIO = "fan/test/section_00_source_test_normal_0022.m4a"  # not a format soundfile decodes
 NESTED = "fan/test/old/section_00_source_test_normal_0023.wav"
 REPLACED = _name("fan", 0)
 
@@ -135,14 +136,14 @@ REPLACED = _name("fan", 0)
 @pytest.fixture(scope="module")
 def site(s3_endpoint, trained):
     """``s3://<bucket>/{data,models,out}``: fan with a good model, valve whose weights
-    are random bytes; fan's test folder also holds silence, an 8 kHz copy, an .ogg and
+    are random bytes; fan's test folder also holds silence, an 8 kHz copy, an .m4a and
     a file in a sub-folder."""
     bucket = f"s3://night-{uuid.uuid4().hex[:10]}"
     ensure_bucket(open_location(bucket, s3_endpoint))
     clips = {**_good_clips("fan", 3), **_good_clips("valve", 2)}
     clips[SILENT] = encode_wav(np.zeros(int(2.5 * SR), np.float32), SR)
     clips[LOW_RATE] = encode_wav(_clip(0, TYPES["fan"])[::2], SR // 2)
-    clips[OGG] = b"OggS" + bytes(100)
+    clips[NOT_AUDIO] = b"\x00\x00\x00\x20ftypM4A " + bytes(100)
     clips[NESTED] = clips[_name("fan", 1)]
     _write(f"{bucket}/data", clips, s3_endpoint)
     models = open_location(f"{bucket}/models", s3_endpoint)
@@ -161,14 +162,14 @@ def night1(ray_cluster, site, s3_endpoint):
 
 @e2e
 def test_every_file_gets_a_row_silence_and_low_rate_flagged(night1, site):
-    """Case 6: .ogg and sub-folder files get rows; silence is `silent`; an 8 kHz file
+    """Case 6: .m4a and sub-folder files get rows; silence is `silent`; an 8 kHz file
     is `low_sample_rate` with its source rate recorded."""
     rc, df = night1
     data = site["data"]
     assert rc == 0
     assert sorted(df.index) == sorted(f"{data}/{rel}" for rel in site["clips"])
     reason = df["error_reason"].to_dict()
-    assert reason[f"{data}/{OGG}"] == "unsupported_format"
+    assert reason[f"{data}/{NOT_AUDIO}"] == "unsupported_format"
     assert reason[f"{data}/{NESTED}"] == "bad_name"
     assert reason[f"{data}/{SILENT}"] == "silent"
     assert reason[f"{data}/{LOW_RATE}"] == "low_sample_rate"
@@ -197,7 +198,7 @@ def test_output_lease_refuses_a_second_run(night1, site, s3_endpoint, capsys):
         rc = _score(site["data"], site["models"], site["out"], "--run-id", "n1b", "--incremental")
     assert rc == 2 and "night-a" in capsys.readouterr().out
     out = open_location(site["out"], s3_endpoint)
-    assert not out.fs.exists(f"{out.path}/scores/n1b")
+    assert not RunStore(out).is_published("n1b") and not out.fs.glob(f"{out.path}/scores/*/run=n1b")
 
 
 @e2e
@@ -251,7 +252,8 @@ def test_incremental_night_with_only_a_bad_name_publishes(night1, site, s3_endpo
         **{f: "no_model" for f in n4[n4["machine_type"] == "valve"]["file_name"]},
     }
     out = open_location(site["out"], s3_endpoint)
-    assert out.fs.exists(f"{out.path}/scores/n4/_SUCCESS")
+    record = RunStore(out).record("n4")
+    assert out.fs.exists(f"{record['scores_path']}/_SUCCESS")
 
 
 @e2e

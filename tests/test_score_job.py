@@ -22,6 +22,7 @@ from asd_core.config import preset
 from asd_core.dcase import ClipName
 from asd_core.detector import Scorer, train_type
 from asd_core.metrics import official_score, section_metrics
+from asd_core.runstore import RunStore
 from asd_core.storage import ensure_bucket, open_location, pyarrow_filesystem, read_bytes, write_bytes
 from tests.signals import ANOMALIES, SR, harmonic_tone
 
@@ -167,9 +168,17 @@ def test_every_clip_one_row_with_errors_explained(night1, archive, out_uri, s3_e
     assert night1["n_error"] == len(BAD) and night1["errors_by_reason"]["unreadable"] == 2
     # the manifest publishes the run
     out = open_location(out_uri, s3_endpoint)
-    manifest = json.loads(read_bytes(out, f"{out.path}/scores/night1/_SUCCESS"))
+    store = RunStore(out)
+    record = store.record("night1")
+    assert record["scores_path"] == store.run_dir("night1", record["date"])
+    manifest = json.loads(read_bytes(out, f"{record['scores_path']}/_SUCCESS"))
     assert manifest["n_rows"] == len(clips) and manifest["n_error"] == len(BAD)
-    assert not out.fs.exists(f"{out.path}/scores/_staging/night1")
+    assert record["summary"]["n_scored"] == len(clips)
+    assert not out.fs.exists(f"{out.path}/_staging/night1") and not out.fs.exists(f"{out.path}/_journal.json")
+    # the index holds every clip once, equal to the run's rows
+    latest = store.latest().to_pandas().set_index("path").sort_index()
+    assert sorted(latest.index) == sorted(table.to_pandas()["path"])
+    assert (latest["run_id"] == "night1").all()
 
 
 @e2e
@@ -199,7 +208,8 @@ def test_metrics_match_asd_core_metrics(night1, out_uri, s3_endpoint):
         g = df[(df["machine_type"] == mt) & (df["status"] == "ok")]
         want.append(section_metrics(mt, "00", (g["label"] == "anomaly").astype(int), g["anomaly_score"],
                                     g["domain"], g["decision"].astype(int)))
-    with out.fs.open(f"{out.path}/metrics/night1/metrics.parquet", "rb") as f:
+    store = RunStore(out)
+    with out.fs.open(store.run_output("metrics", store.record("night1"), "metrics.parquet"), "rb") as f:
         got = results.sections_from_table(pq.read_table(f))
     assert [(m.machine_type, m.section) for m in got] == [(m.machine_type, m.section) for m in want]
     for g, w in zip(got, want, strict=True):
@@ -244,7 +254,7 @@ def test_submission_files_official_format(night1, out_uri, s3_endpoint):
 def test_parquet_readable_by_duckdb(night1, out_uri, s3_endpoint, tmp_path):
     duckdb = pytest.importorskip("duckdb")
     out = open_location(out_uri, s3_endpoint)
-    for p in out.fs.find(f"{out.path}/scores/night1"):
+    for p in out.fs.find(RunStore(out).record("night1")["scores_path"]):
         if p.endswith(".parquet"):
             (tmp_path / p.rsplit("/", 1)[-1]).write_bytes(read_bytes(out, p))
     con = duckdb.connect()
@@ -314,7 +324,8 @@ def test_cli_with_ground_truth_and_report(ray_cluster, eval_archive, models_uri,
     # the names carry no label or domain: the rows take them from the CSVs
     assert scores["label"].tolist() == ["normal", "anomaly"] * 4
     assert scores["domain"].tolist() == ["source", "source", "target", "target"] * 2
-    metrics = pq.read_table(out / "metrics" / "eval1" / "metrics.parquet").to_pandas()
+    (mfile,) = out.glob("metrics/date=*/run=eval1/metrics.parquet")
+    metrics = pq.read_table(mfile).to_pandas()
     assert metrics["n_clips"].tolist() == [8] and metrics["auc_target"].notna().all()
     assert (out / "submission" / "eval1" / "anomaly_score_fan_section_00_test.csv").exists()
 
@@ -392,7 +403,7 @@ def test_stages_without_ray_error_rows_and_batch_independence(tmp_path, local_mo
     their reason, and a clip's score does not depend on its batch-mates."""
     import pyarrow as pa
 
-    from asd_core.detector import list_archive
+    from asd_core.catalog import list_archive
     from jobs.score import ScoreActor, clip_items, fetch_decode, model_index
 
     clips = {**_test_clips("fan", TYPES["fan"], seed=3), **_test_clips("ToyTank", TYPES["ToyTank"], seed=4),

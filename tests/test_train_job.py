@@ -26,9 +26,9 @@ import torch
 
 from asd_core.artifact import load_artifact
 from asd_core.audio import encode_wav
+from asd_core.catalog import list_archive
 from asd_core.config import preset
 from asd_core.dcase import ClipName
-from asd_core.detector import list_archive
 from asd_core.features import Normalizer
 from asd_core.kinds import get_kind
 from asd_core.runtime import prepare_model
@@ -67,8 +67,8 @@ def write_corrupt(uri: str, machine_type: str, n: int, endpoint: str | None = No
 def local_first_epoch_loss(uri: str, machine_type: str, cfg, endpoint: str | None = None) -> float:
     """Single-process first-epoch loss on exactly the tiles the job trains on."""
     loc = open_location(uri, endpoint)
-    paths, skipped = select_training_clips(list_archive(loc, "train", [machine_type]))
-    prep = prepare_type(loc, machine_type, paths, cfg, skipped=skipped)
+    paths, skipped, domains = select_training_clips(list_archive(loc, "train", [machine_type]))
+    prep = prepare_type(loc, machine_type, paths, cfg, skipped=skipped, domains=domains)
     tiles = torch.from_numpy(prep.tiles.astype(np.float32))
     kind = get_kind(cfg.model.kind)
     torch.manual_seed(cfg.train.seed)
@@ -90,8 +90,8 @@ def test_prepare_type_skips_bad_clips(tmp_path):
     write_type(str(tmp_path), "fan", seed=0, n=4)
     write_corrupt(str(tmp_path), "fan", n=2)
     loc = open_location(str(tmp_path))
-    paths, skipped = select_training_clips(list_archive(loc, "train", ["fan"]))
-    prep = prepare_type(loc, "fan", paths, cfg, skipped=skipped)
+    paths, skipped, domains = select_training_clips(list_archive(loc, "train", ["fan"]))
+    prep = prepare_type(loc, "fan", paths, cfg, skipped=skipped, domains=domains)
     assert prep.n_clips == 4 and len(prep.skipped) == 2
     assert all("unreadable" in reason for _, reason in prep.skipped)
     assert prep.tiles.dtype == np.float16 and prep.tiles.shape[1:] == (64, 64)

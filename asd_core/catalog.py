@@ -1,0 +1,443 @@
+"""Which clips an archive holds: one :class:`ListedClip` per file, from one of three
+sources.
+
+- The DCASE layout (zero configuration): ``<root>/<machine_type>/<split>/section_...wav``
+  (:func:`list_archive`).
+- A path template (``--pattern``): ``{date}/{machine_type}/{name}.flac`` over any tree;
+  each ``{placeholder}`` matches one run of characters inside a path segment and
+  becomes a column (:class:`PathPattern`, :func:`list_pattern`). ``machine_type``,
+  ``section``, ``domain``, ``label`` and ``split`` are understood; any other name
+  (``date``, ``name``, ``id``) is kept as an attribute.
+- A manifest (``--manifest``): a CSV or Parquet table with ``path`` (a URI or relative
+  to the data root) and ``machine_type``, optional ``section``, ``domain``, ``label``,
+  ``split``, ``attributes``; every other column is an attribute
+  (:func:`read_manifest`). Exactly the listed clips are used.
+
+Nothing is dropped: a file that cannot be used is listed with a ``reason``
+(``bad_name``, ``unsupported_format``, ``not_found``, ``bad_manifest_row``) and a
+message, and the scoring job turns it into an error row. No Ray.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import posixpath
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from .dcase import AUDIO_SUFFIXES, SPLITS, ClipName, ClipNameError, parse_path
+from .storage import Location, fingerprint, open_location, read_bytes, write_bytes
+
+KNOWN_FIELDS = ("machine_type", "section", "domain", "label", "split")
+LABEL_ALIASES = {"normal": "normal", "anomaly": "anomaly", "abnormal": "anomaly"}  # MIMII says "abnormal"
+DOMAINS = ("source", "target")
+MANIFEST_COLUMNS = ("path", "machine_type", "section", "domain", "label", "split", "attributes")
+
+
+class ManifestError(ValueError):
+    """A manifest that cannot be used as a whole (unreadable, no ``path`` column,
+    duplicated paths, an anomaly in a training manifest)."""
+
+
+@dataclass(frozen=True)
+class ListedClip:
+    """One file of an archive and what is known about it.
+
+    ``reason`` is empty for a clip that can be scored (or trained on); otherwise it is
+    the error reason and ``error`` the message.
+    """
+
+    path: str  # path on the location's filesystem (no scheme)
+    size: int
+    clip: ClipName | None = None  # the parsed DCASE name, when the file has one
+    error: str = ""
+    machine_type: str = ""
+    fingerprint: str = ""  # storage.fingerprint: ETag (S3) or mtime (local)
+    reason: str = ""
+    section: str | None = None
+    domain: str | None = None
+    label: str | None = None  # "normal" / "anomaly" / None (unlabelled)
+    split: str | None = None
+    attributes: dict[str, str] = field(default_factory=dict, hash=False, compare=False)
+
+    @property
+    def ok(self) -> bool:
+        return not self.reason
+
+    @classmethod
+    def from_dcase(cls, path: str, size: int, clip: ClipName, fingerprint: str = "") -> ListedClip:
+        return cls(path, size, clip, machine_type=clip.machine_type, fingerprint=fingerprint,
+                   section=clip.section, domain=clip.domain, label=clip.label, split=clip.split)
+
+    def attributes_json(self) -> str | None:
+        return json.dumps(self.attributes, sort_keys=True) if self.attributes else None
+
+
+def is_audio_name(name: str) -> bool:
+    return name.lower().endswith(AUDIO_SUFFIXES)
+
+
+def _not_audio(path: str) -> str:
+    return f"{path!r}: not an audio file soundfile decodes ({', '.join(AUDIO_SUFFIXES)})"
+
+
+# ---------------------------------------------------------------- the DCASE layout
+def list_archive(loc: Location, split: str | None = "test", machines: Sequence[str] | None = None) -> list[ListedClip]:
+    """Every file under ``<loc>/<machine_type>/<split>/`` (sub-folders included), sorted by path.
+
+    Machine types are whatever folders the archive holds (optionally filtered by
+    ``machines``). A file that is not audio is listed with reason
+    ``unsupported_format``, one in a sub-folder of the split or with a non-DCASE name
+    with ``bad_name``.
+    """
+    out: list[ListedClip] = []
+    splits = [split] if split else list(SPLITS)
+    for mt_path in sorted(loc.fs.ls(loc.path, detail=False)):
+        mt = mt_path.rstrip("/").rsplit("/", 1)[-1]
+        if machines and mt not in machines:
+            continue
+        for sp in splits:
+            d = f"{mt_path.rstrip('/')}/{sp}"
+            if not loc.fs.isdir(d):
+                continue
+            for name, info in sorted(loc.fs.find(d, detail=True).items()):
+                if info.get("type") != "file":
+                    continue
+                size, fp = int(info.get("size") or 0), fingerprint(info)
+                if not is_audio_name(name):
+                    out.append(ListedClip(name, size, None, _not_audio(name), mt, fp, "unsupported_format", split=sp))
+                    continue
+                try:
+                    out.append(ListedClip.from_dcase(name, size, parse_path(name), fp))
+                except ClipNameError as e:
+                    out.append(ListedClip(name, size, None, str(e), mt, fp, "bad_name", split=sp))
+    return out
+
+
+def machine_types(loc: Location) -> list[str]:
+    """The machine-type folders of an archive in the DCASE layout."""
+    return sorted(p.rstrip("/").rsplit("/", 1)[-1] for p in loc.fs.ls(loc.path, detail=False) if loc.fs.isdir(p))
+
+
+# ---------------------------------------------------------------- path templates
+_PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
+@dataclass(frozen=True)
+class PathPattern:
+    """A path template relative to the data root, e.g. ``{date}/{machine_type}/{name}.flac``.
+
+    Each placeholder matches one or more characters other than ``/``; the literal
+    parts must match exactly, except a trailing file extension, which matches in any
+    case (``.flac`` matches ``.FLAC``). ``{machine_type}`` is required.
+
+    >>> PathPattern.parse("{machine_type}/{section}/{label}/{name}.wav").match("fan/id_00/abnormal/0001.WAV")
+    {'machine_type': 'fan', 'section': 'id_00', 'label': 'abnormal', 'name': '0001'}
+    """
+
+    template: str
+    regex: re.Pattern
+    fields: tuple[str, ...]
+
+    @classmethod
+    def parse(cls, template: str) -> PathPattern:
+        t = template.strip().strip("/")
+        fields = tuple(_PLACEHOLDER.findall(t))
+        if "machine_type" not in fields:
+            raise ValueError(f"--pattern {template!r} has no {{machine_type}} placeholder")
+        dup = sorted({f for f in fields if fields.count(f) > 1})
+        if dup:
+            raise ValueError(f"--pattern {template!r} repeats {dup}")
+        parts, pos = [], 0
+        for m in _PLACEHOLDER.finditer(t):
+            parts.append(re.escape(t[pos : m.start()]))
+            parts.append(f"(?P<{m[1]}>[^/]+?)")
+            pos = m.end()
+        tail = t[pos:]
+        ext = re.search(r"\.[A-Za-z0-9]+$", tail)
+        if ext:  # the extension in any case
+            parts.append(re.escape(tail[: ext.start()]) + r"\.(?i:" + re.escape(ext[0][1:]) + ")")
+        else:
+            parts.append(re.escape(tail))
+        return cls(template, re.compile("^" + "".join(parts) + "$"), fields)
+
+    def match(self, relpath: str) -> dict[str, str] | None:
+        m = self.regex.match(relpath)
+        return dict(m.groupdict()) if m else None
+
+
+def clip_from_fields(path: str, size: int, fp: str, values: dict[str, Any], source: str) -> ListedClip:
+    """A :class:`ListedClip` from placeholder or manifest values; bad values give a
+    clip with reason ``bad_name`` (templates) or ``bad_manifest_row`` (manifests)."""
+    reason = "bad_name" if source == "pattern" else "bad_manifest_row"
+    vals = {k: ("" if v is None else str(v).strip()) for k, v in values.items()}
+    mt = vals.get("machine_type", "")
+    problem = ""
+    label = LABEL_ALIASES.get(vals.get("label", "").lower()) if vals.get("label") else None
+    domain = vals.get("domain", "").lower() or None
+    split = vals.get("split", "").lower() or None
+    if not mt or "/" in mt:
+        problem = f"machine_type {mt!r} is empty or has a '/'"
+    elif vals.get("label") and label is None:
+        problem = f"label {vals['label']!r} is not one of normal, anomaly (abnormal)"
+    elif domain is not None and domain not in DOMAINS:
+        problem = f"domain {vals['domain']!r} is not one of {', '.join(DOMAINS)}"
+    elif split is not None and split not in SPLITS:
+        problem = f"split {vals['split']!r} is not one of {', '.join(SPLITS)}"
+    attrs = {k: v for k, v in vals.items() if k not in KNOWN_FIELDS and k != "attributes" and v != ""}
+    if vals.get("attributes"):
+        raw = vals["attributes"]
+        try:
+            parsed = json.loads(raw)
+            attrs.update({str(k): str(v) for k, v in parsed.items()} if isinstance(parsed, dict) else {"attributes": raw})
+        except ValueError:
+            attrs["attributes"] = raw
+    base = ListedClip(path, size, None, "", mt, fp, "", vals.get("section") or None, domain, label, split, attrs)
+    if problem:
+        return replace(base, reason=reason, error=f"{path!r}: {problem}")
+    if not is_audio_name(path):
+        return replace(base, reason="unsupported_format", error=_not_audio(path))
+    return base
+
+
+def parse_only(values: Sequence[str] | None) -> dict[str, str]:
+    """``["date=2026-11-24"]`` -> ``{"date": "2026-11-24"}`` (``--only``)."""
+    out = {}
+    for v in values or []:
+        key, eq, val = v.partition("=")
+        if not eq or not _PLACEHOLDER.fullmatch("{" + key.strip() + "}") or not val or "/" in val:
+            raise ValueError(f"--only {v!r}: use PLACEHOLDER=VALUE, e.g. date=2026-11-24")
+        out[key.strip()] = val
+    return out
+
+
+def list_pattern(
+    loc: Location,
+    pattern: PathPattern | str,
+    split: str | None = None,
+    machines: Sequence[str] | None = None,
+    only: dict[str, str] | None = None,
+) -> list[ListedClip]:
+    """Every file under ``loc`` matched against ``pattern``, sorted by path.
+
+    A file the template does not match is listed with reason ``bad_name`` (its machine
+    type unknown). ``split`` keeps only clips whose ``{split}`` is that split (all
+    clips when the template has none); ``machines`` filters machine types. ``only``
+    fixes placeholders (``{"date": "2026-11-24"}``): only the folders those values
+    name are listed, so a nightly run over one date does not list the whole archive.
+    """
+    pat = PathPattern.parse(pattern) if isinstance(pattern, str) else pattern
+    only = dict(only or {})
+    unknown = sorted(set(only) - set(pat.fields))
+    if unknown:
+        raise ValueError(f"--only {unknown} not placeholders of --pattern {pat.template!r}")
+    if only:  # the fixed values become literal text; the longest literal folder prefix is listed
+        fixed = _PLACEHOLDER.sub(lambda m: only.get(m[1], m[0]), pat.template.strip().strip("/"))
+        pat = PathPattern.parse(fixed)
+        pat = PathPattern(pattern if isinstance(pattern, str) else pattern.template, pat.regex, pat.fields)
+        literal = fixed.split("{", 1)[0]
+        prefix = literal.rsplit("/", 1)[0] if "/" in literal else ""
+    else:
+        prefix = ""
+    root = loc.path.rstrip("/")
+    start = f"{root}/{prefix}" if prefix else root
+    found = loc.fs.find(start, detail=True) if not prefix or loc.fs.exists(start) else {}
+    out = []
+    for name, info in sorted(found.items()):
+        if info.get("type") != "file":
+            continue
+        size, fp = int(info.get("size") or 0), fingerprint(info)
+        rel = name[len(root) + 1 :] if name.startswith(root + "/") else name
+        values = pat.match(rel)
+        if values is None:
+            if not machines:
+                out.append(ListedClip(name, size, None, f"{rel!r} does not match --pattern {pat.template!r}",
+                                      fingerprint=fp, reason="bad_name"))
+            continue
+        c = clip_from_fields(name, size, fp, {**values, **only}, "pattern")
+        if machines and c.machine_type not in machines:
+            continue
+        if split and "split" in pat.fields and c.split not in (None, split):
+            continue
+        out.append(c if c.split or not split else replace(c, split=split))
+    return out
+
+
+# ---------------------------------------------------------------- manifests
+def _manifest_frame(loc: Location):
+    import pandas as pd
+
+    data = read_bytes(loc, loc.path)
+    name = loc.path.lower()
+    if name.endswith((".parquet", ".pq")):
+        df = pd.read_parquet(io.BytesIO(data))
+    elif name.endswith((".csv", ".csv.gz", ".txt")):
+        df = pd.read_csv(io.BytesIO(data), dtype=str, keep_default_na=False,
+                         compression="gzip" if name.endswith(".gz") else None)
+    else:
+        raise ManifestError(f"manifest {loc.uri}: use a .csv or .parquet file")
+    df.columns = [str(c).strip() for c in df.columns]
+    if "path" not in df.columns:
+        raise ManifestError(f"manifest {loc.uri}: no 'path' column (columns: {', '.join(df.columns)})")
+    if "machine_type" not in df.columns:
+        raise ManifestError(f"manifest {loc.uri}: no 'machine_type' column (columns: {', '.join(df.columns)})")
+    return df.astype(object).where(df.notna(), None)
+
+
+def _resolve(data: Location, path: str) -> str:
+    """A manifest path as a path on the data location's filesystem."""
+    if path.startswith("s3://"):
+        if data.protocol != "s3":
+            raise ValueError(f"{path!r} is on S3 but the data root {data.uri} is not")
+        return path[len("s3://") :]
+    if "://" in path and not path.startswith("file://"):
+        raise ValueError(f"{path!r}: unsupported URI scheme")
+    if path.startswith("file://"):
+        path = path[len("file://") :]
+    if path.startswith("/") and data.protocol == "file":
+        return posixpath.normpath(path)
+    return posixpath.normpath(posixpath.join(data.path, path.lstrip("/")))
+
+
+def read_manifest(
+    manifest_uri: str,
+    data: Location,
+    *,
+    endpoint_url: str | None = None,
+    training: bool = False,
+    machines: Sequence[str] | None = None,
+) -> list[ListedClip]:
+    """The clips a manifest lists, one :class:`ListedClip` per row (in row order).
+
+    A row whose object does not exist gets reason ``not_found``; a row with a bad
+    value (empty path or machine type, unknown label, domain or split) gets
+    ``bad_manifest_row`` naming its row number. Raises :class:`ManifestError` for a
+    manifest that cannot be used at all, a path listed twice, and, when ``training``,
+    a row labelled anomaly or a test row (training is on normal clips only).
+    """
+    loc = open_location(manifest_uri, endpoint_url)
+    try:
+        df = _manifest_frame(loc)
+    except ManifestError:
+        raise
+    except FileNotFoundError as e:
+        raise ManifestError(f"manifest {loc.uri} not found") from e
+    except Exception as e:  # noqa: BLE001 - a corrupt table, a bad encoding
+        raise ManifestError(f"manifest {loc.uri} cannot be read: {type(e).__name__}: {e}") from e
+    rows = df.to_dict("records")
+    resolved: list[str | None] = []
+    problems: dict[int, str] = {}
+    for i, r in enumerate(rows):
+        p = str(r.get("path") or "").strip()
+        try:
+            if not p:
+                raise ValueError("empty path")
+            resolved.append(_resolve(data, p))
+        except ValueError as e:
+            resolved.append(None)
+            problems[i] = str(e)
+    seen: dict[str, int] = {}
+    for i, p in enumerate(resolved):
+        if p is not None and p in seen:
+            raise ManifestError(f"manifest {loc.uri}: rows {seen[p] + 2} and {i + 2} both list {p!r}")
+        if p is not None:
+            seen[p] = i
+    # One listing per folder rather than one request per object.
+    infos: dict[str, dict] = {}
+    for folder in sorted({posixpath.dirname(p) for p in resolved if p}):
+        try:
+            infos.update({e["name"].rstrip("/"): e for e in data.fs.ls(folder, detail=True)})
+        except FileNotFoundError:
+            continue
+    out = []
+    for i, (r, p) in enumerate(zip(rows, resolved, strict=True)):
+        line = i + 2  # the header is line 1
+        if p is None:
+            out.append(ListedClip(str(r.get("path") or ""), 0, None, f"manifest row {line}: {problems[i]}",
+                                  str(r.get("machine_type") or ""), "", "bad_manifest_row"))
+            continue
+        info = infos.get(p)
+        values = {k: v for k, v in r.items() if k != "path"}
+        c = clip_from_fields(p, int(info.get("size") or 0) if info else 0, fingerprint(info) if info else "",
+                             values, "manifest")
+        if c.reason == "bad_manifest_row":
+            c = replace(c, error=f"manifest row {line}: {c.error}")
+        elif info is None or info.get("type") not in (None, "file"):
+            c = replace(c, reason="not_found", error=f"manifest row {line}: no object at {data.uri_of(p)}")
+        if machines and c.machine_type not in machines:
+            continue
+        if training and c.ok and (c.label == "anomaly" or c.split == "test"):
+            what = "labelled anomaly" if c.label == "anomaly" else "a test clip"
+            raise ManifestError(
+                f"manifest {loc.uri} row {line}: {data.uri_of(p)} is {what}; a training manifest lists "
+                "normal training clips only"
+            )
+        out.append(c)
+    return out
+
+
+def manifest_table(listed: Sequence[ListedClip], data: Location):
+    """The manifest of ``listed`` (usable clips only) as a pyarrow table: ``path``
+    relative to the data root, the known fields, one column per attribute."""
+    import pyarrow as pa
+
+    root = data.path.rstrip("/") + "/"
+    attr_names = sorted({k for c in listed if c.ok for k in c.attributes})
+    rows = []
+    for c in listed:
+        if not c.ok:
+            continue
+        row = {"path": c.path[len(root) :] if c.path.startswith(root) else data.uri_of(c.path),
+               "machine_type": c.machine_type, "section": c.section, "domain": c.domain, "label": c.label,
+               "split": c.split}
+        row.update({k: c.attributes.get(k) for k in attr_names})
+        rows.append(row)
+    cols = ["path", "machine_type", "section", "domain", "label", "split", *attr_names]
+    return pa.Table.from_pylist(rows, schema=pa.schema([(c, pa.string()) for c in cols]))
+
+
+def write_manifest(listed: Sequence[ListedClip], data: Location, out_uri: str, endpoint_url: str | None = None) -> str:
+    """Write :func:`manifest_table` of ``listed`` as CSV or Parquet (by extension); returns the URI."""
+    import pyarrow.csv as pacsv
+    import pyarrow.parquet as pq
+
+    table = manifest_table(listed, data)
+    loc = open_location(out_uri, endpoint_url)
+    buf = io.BytesIO()
+    if loc.path.lower().endswith((".parquet", ".pq")):
+        pq.write_table(table, buf)
+    elif loc.path.lower().endswith(".csv"):
+        pacsv.write_csv(table, buf)
+    else:
+        raise ValueError(f"manifest {out_uri}: use a .csv or .parquet name")
+    write_bytes(loc, loc.path, buf.getvalue())
+    return loc.uri
+
+
+# ---------------------------------------------------------------- one entry point
+def list_clips(
+    data: Location,
+    *,
+    split: str | None = "test",
+    machines: Sequence[str] | None = None,
+    pattern: str | None = None,
+    manifest: str | None = None,
+    endpoint_url: str | None = None,
+    training: bool = False,
+    only: dict[str, str] | None = None,
+) -> list[ListedClip]:
+    """The clips of ``data`` from a manifest, a template (``only`` fixes some of its
+    placeholders), or the DCASE layout; giving both a manifest and a template is an
+    error."""
+    if manifest and pattern:
+        raise ValueError("give --manifest or --pattern, not both")
+    if manifest:
+        return read_manifest(manifest, data, endpoint_url=endpoint_url, training=training, machines=machines)
+    if pattern:
+        return list_pattern(data, pattern, split=split, machines=machines, only=only)
+    if only:
+        raise ValueError("--only needs --pattern")
+    return list_archive(data, split=split, machines=machines)
