@@ -60,12 +60,13 @@ from asd_core.catalog import ListedClip, list_clips, parse_only
 from asd_core.results import STATUS_ERROR, STATUS_OK
 from asd_core.runs import DEFAULT_LEASE_TTL_S, Lease, validate_run_id
 from asd_core.runstore import LATEST, LEASE, RunStore, alert_summary, write_table
-from asd_core.storage import Location, open_location, pyarrow_filesystem, read_many, write_bytes
+from asd_core.storage import Location, open_location, read_many, write_bytes
 
 log = logging.getLogger("jobs.score")
 
 DECODE_BATCH = 8  # clips per decode task batch: bounds raw bytes held per task
 DEFAULT_BATCH = 16  # clips per scoring call
+STAGE_ROWS_PER_FILE = 200_000  # score rows per staged Parquet file
 # More than half the clips unreadable is an outage (or a wrong endpoint), not bad files.
 DEFAULT_MAX_READ_FAILURE_RATE = 0.5
 
@@ -537,12 +538,14 @@ def _run_pipeline(
     ray,
 ) -> None:
     import ray.data
-    from ray.data.datasource import FilenameProvider
+
+    from asd_core.progress import Progress
 
     if not ray.is_initialized():
         ray.init()
     ctx = ray.data.DataContext.get_current()  # configured before the dataset exists
     ctx.max_errored_blocks = 0  # a lost block is a bug: fail loudly (bad clips are rows)
+    ctx.enable_progress_bars = log.isEnabledFor(logging.DEBUG)  # ours counts clips (see Progress); Ray's with -v
     gpu = gpus_per_actor > 0
     if torch_threads is None and not gpu:
         torch_threads = max(1, (os.cpu_count() or 1) // max(actors, 1))
@@ -574,12 +577,21 @@ def _run_pipeline(
         num_gpus=gpus_per_actor or None,
         **({"memory": int(actor_memory_gb * 2**30)} if actor_memory_gb else {}),
     )
-    ds.write_parquet(
-        _fs_path(stage_uri),
-        filesystem=pyarrow_filesystem(out),
-        filename_provider=FilenameProvider(file_format="parquet"),
-        min_rows_per_file=1_000_000,
-    )
+    # The score rows are small (the tiles stay in the pipeline): the driver writes them,
+    # so it sees every finished batch and can report progress.
+    stage = _fs_path(stage_uri)
+    pending: list[pa.Table] = []
+    n_pending = part = 0
+    with Progress("scoring", len(items), "clips", log=log) as progress:
+        for batch in ds.iter_batches(batch_format="pyarrow", batch_size=None, prefetch_batches=2):
+            pending.append(batch)
+            n_pending += batch.num_rows
+            progress.update(batch.num_rows)
+            if n_pending >= STAGE_ROWS_PER_FILE:
+                write_table(out, f"{stage}/part-{part:05d}.parquet", pa.concat_tables(pending))
+                pending, n_pending, part = [], 0, part + 1
+        if pending:
+            write_table(out, f"{stage}/part-{part:05d}.parquet", pa.concat_tables(pending))
 
 
 # ---------------------------------------------------------------- CLI

@@ -491,6 +491,7 @@ def run_training(
     )
     _write_manifest(models_loc, manifest)
     t0 = time.perf_counter()
+    n_total = len(pending)
     try:
         while pending:
             ready, _ = ray.wait(list(pending), num_returns=1)
@@ -500,8 +501,11 @@ def run_training(
             except Exception as e:  # noqa: BLE001 - the task itself died (e.g. its node)
                 entry = {"status": "failed", "error": f"{type(e).__name__}: {e}", "trial_name": mt}
             manifest["types"][mt] = entry
-            log.info("%s: %s after %.1f s%s", mt, entry["status"], time.perf_counter() - t0,
-                     f" ({entry['error']})" if entry.get("error") else "")
+            n_done = n_total - len(pending)
+            elapsed = time.perf_counter() - t0
+            eta = f", ETA {elapsed / n_done * len(pending):.0f} s" if pending else ""
+            log.info("%s: %s after %.1f s%s (%d/%d types done%s)", mt, entry["status"], elapsed,
+                     f" ({entry['error']})" if entry.get("error") else "", n_done, n_total, eta)
             _write_manifest(models_loc, manifest)
     except (KeyboardInterrupt, SystemExit):  # Ctrl-C, `ray job stop` (SIGTERM, see main)
         for ref, mt in pending.items():
