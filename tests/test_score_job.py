@@ -329,6 +329,12 @@ def test_cli_with_ground_truth_and_report(ray_cluster, eval_archive, models_uri,
     metrics = pq.read_table(mfile).to_pandas()
     assert metrics["n_clips"].tolist() == [8] and metrics["auc_target"].notna().all()
     assert (out / "submission" / "eval1" / "anomaly_score_fan_section_00_test.csv").exists()
+    # plain readers: metrics/ is one schema; the latest view keeps integer columns with nullable types
+    import pandas as pd
+
+    assert pd.read_parquet(out / "metrics")["n_clips"].tolist() == [8]
+    latest = pd.read_parquet(out / "latest" / "scores.parquet", dtype_backend="numpy_nullable")
+    assert str(latest["decision"].dtype) == "Int8" and len(latest) == 8
 
     rc = cli.main(["report", str(out)])
     assert rc == 0
