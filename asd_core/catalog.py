@@ -441,3 +441,31 @@ def list_clips(
     if only:
         raise ValueError("--only needs --pattern")
     return list_archive(data, split=split, machines=machines)
+
+
+def listing_problem(
+    listed: Sequence[ListedClip], data: Location, *, machines: Sequence[str] | None = None,
+    split: str | None = "test", layout: str = "dcase",
+) -> str | None:
+    """Why a listing cannot be what the user meant, in one line naming the fix, or
+    None: nothing listed at all, or ``--machines`` names a type the archive lacks.
+    Checked before anything starts."""
+    found = sorted({c.machine_type for c in listed if c.machine_type})
+    missing = [m for m in machines or [] if m not in found]
+    where = f"<root>/<machine_type>/{split or '<split>'}/" if layout == "dcase" else layout
+    if missing:
+        if layout == "dcase" and not found:
+            found = machine_types(data)
+        return (f"--machines {','.join(missing)}: no such machine type with clips under {data.uri} "
+                f"(found: {', '.join(found) or 'none'})")
+    if not listed:
+        if layout == "dcase":
+            folders = machine_types(data)
+            sub = sorted({posixpath.basename(p.rstrip("/")) for f in folders[:20]
+                          for p in data.fs.ls(f"{data.path}/{f}", detail=False) if data.fs.isdir(p)})
+            hint = (f"; its folders ({', '.join(folders[:8])}) hold {', '.join(sub[:8]) or 'no folders'}, not "
+                    f"'{split or 'train/test'}': is DATA_URI one level too high, or is this not the DCASE layout "
+                    "(use --pattern or --manifest)?") if folders else ""
+            return f"no files under {data.uri} in the layout {where}{hint}"
+        return f"no files listed under {data.uri} ({layout})"
+    return None

@@ -81,6 +81,13 @@ def index_key(row: dict[str, Any]) -> tuple:
     return (row["path"], row.get("split") or "", row.get("models_uri") or "", row.get("n_masks") or 0)
 
 
+def _key_column(table: pa.Table) -> pa.ChunkedArray:
+    """:func:`index_key` of every row as one string column (vectorised)."""
+    parts = [pc.fill_null(table[c].cast(pa.string()), "") for c in ("path", "split", "models_uri")]
+    parts.append(pc.fill_null(table["n_masks"].cast(pa.string()), "0"))
+    return pc.binary_join_element_wise(*parts, "\x1f")
+
+
 def _now() -> str:
     return datetime.now(timezone.utc).isoformat()
 
@@ -92,6 +99,7 @@ class RunStore:
     def __init__(self, out: Location):
         self.out = out
         self.root = out.path.rstrip("/")
+        self._latest: pa.Table | None = None  # this writer's copy of latest/scores.parquet
 
     # ------------------------------------------------------------ paths
     def p(self, *parts: str) -> str:
@@ -150,9 +158,12 @@ class RunStore:
         """Each clip's latest row (per split, models URI and K), conformed; builds the
         index from the published runs when it does not exist (an output written before
         the index, or a deleted index)."""
+        if self._latest is not None:
+            return self._latest
         path = self.p(LATEST)
         if self._exists(path):
-            return read_tables(self.out, [path])
+            self._latest = read_tables(self.out, [path])
+            return self._latest
         if not self._exists(self.p("scores")):
             return results.empty_scores()
         return self.rebuild_latest()
@@ -160,13 +171,10 @@ class RunStore:
     def _fold(self, latest: pa.Table, new: pa.Table) -> pa.Table:
         """``latest`` with ``new``'s rows replacing those of the same key."""
         new = results.conform(new)
-        keys = {index_key(r) for r in new.select(["path", "split", "models_uri", "n_masks"]).to_pylist()}
-        if latest.num_rows:
-            old = latest.select(["path", "split", "models_uri", "n_masks"]).to_pylist()
-            keep = pa.array([index_key(r) not in keys for r in old])
-            latest = latest.filter(keep)
-        table = pa.concat_tables([results.conform(latest), new])
-        return table.sort_by([("path", "ascending")])
+        latest = results.conform(latest)
+        if latest.num_rows and new.num_rows:
+            latest = latest.filter(pc.invert(pc.is_in(_key_column(latest), value_set=_key_column(new).combine_chunks())))
+        return pa.concat_tables([latest, new]).sort_by([("path", "ascending")])
 
     def rebuild_latest(self) -> pa.Table:
         """Fold every published run (both layouts, oldest first) into a new index;
@@ -185,7 +193,7 @@ class RunStore:
             if not self.is_published(m["run_id"]):
                 self._write_json(self.record_path(m["run_id"]), {**m, "recovered": True})
         if manifests:
-            write_table(self.out, self.p(LATEST), latest)
+            self._write_latest(latest)
             log.info("index %s rebuilt from %d published runs (%d rows)", self.uri(self.p(LATEST)), len(manifests),
                      latest.num_rows)
         return latest
@@ -197,12 +205,13 @@ class RunStore:
         fingerprint and model id, and a final status: an ok row or an error a retry
         cannot fix) and the items still to score."""
         latest = self.latest()
-        if latest.num_rows:
-            latest = latest.filter(pc.equal(latest["split"], split))
-        prev = {}
-        for r in latest.to_pylist():
-            if index_key(r) == (r["path"], split, models_uri, n_masks or 0):
-                prev[r["path"]] = r
+        paths = pa.array([it["path"] for it in items], pa.string())
+        if latest.num_rows and len(paths):  # vectorised: only this run's paths reach Python
+            same = pc.and_(pc.is_in(latest["path"], value_set=paths), pc.equal(pc.fill_null(latest["split"], ""), split))
+            same = pc.and_(same, pc.equal(pc.fill_null(latest["models_uri"], ""), models_uri))
+            same = pc.and_(same, pc.equal(pc.fill_null(latest["n_masks"], 0), n_masks or 0))
+            latest = latest.filter(same)
+        prev = {r["path"]: r for r in latest.to_pylist()} if len(paths) else {}
         carried, todo = [], []
         for it in items:
             p = prev.get(it["path"])
@@ -232,7 +241,7 @@ class RunStore:
             self._rm(d, recursive=True)
         else:
             log.warning("run %s was published but not indexed; finishing it", rid)
-            write_table(self.out, self.p(LATEST), self._fold(self.latest(), self.read_run(manifest)))
+            self._write_latest(self._fold(self.latest(), self.read_run(manifest)))
             if not self.is_published(rid):
                 self._write_json(self.record_path(rid), {**manifest, "recovered": True})
         self._rm(self.p(JOURNAL))
@@ -299,8 +308,12 @@ class RunStore:
             "published_at": _now(),
         }
         self._write_json(f"{d}/{SUCCESS}", manifest)  # the commit
-        write_table(self.out, self.p(LATEST), self._fold(latest, new))
+        self._write_latest(self._fold(latest, new))
         return new, manifest
+
+    def _write_latest(self, table: pa.Table) -> None:
+        write_table(self.out, self.p(LATEST), table)
+        self._latest = table
 
     def finish(self, manifest: dict[str, Any], summary: dict[str, Any]) -> None:
         """Write the run record (the registry entry) and close the journal."""

@@ -168,3 +168,23 @@ def setup_logging(verbose: bool = False) -> None:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+
+
+@contextlib.contextmanager
+def storage_errors(what: str, uri: str):
+    """Turn a storage failure while checking inputs into one :class:`ValueError` line
+    naming the URI and the likely fix (a missing bucket or folder, credentials, the
+    endpoint) instead of a traceback."""
+    try:
+        yield
+    except ValueError:
+        raise
+    except FileNotFoundError as e:
+        raise ValueError(f"{what} not found: {uri} ({e}); check the bucket and path") from e
+    except PermissionError as e:
+        raise ValueError(f"{what} {uri}: access denied ({e}); check the credentials' permissions") from e
+    except Exception as e:  # noqa: BLE001 - botocore's NoCredentialsError, EndpointConnectionError, ...
+        name = type(e).__name__
+        fix = ("set credentials (AWS_PROFILE, ~/.aws/credentials or an instance role)" if "Credential" in name
+               else "check --endpoint-url / AWS_ENDPOINT_URL and the network")
+        raise ValueError(f"{what} {uri} cannot be read: {name}: {e}; {fix}") from e

@@ -56,16 +56,17 @@ import pyarrow as pa
 
 from asd_core import results
 from asd_core.artifact import list_artifacts, read_meta
-from asd_core.catalog import ListedClip, list_clips, parse_only
+from asd_core.catalog import ListedClip, list_clips, listing_problem, parse_only
 from asd_core.results import STATUS_ERROR, STATUS_OK
 from asd_core.runs import DEFAULT_LEASE_TTL_S, Lease, validate_run_id
 from asd_core.runstore import LATEST, LEASE, RunStore, alert_summary, write_table
-from asd_core.storage import Location, open_location, pyarrow_filesystem, read_many, write_bytes
+from asd_core.storage import Location, open_location, read_many, write_bytes
 
 log = logging.getLogger("jobs.score")
 
 DECODE_BATCH = 8  # clips per decode task batch: bounds raw bytes held per task
 DEFAULT_BATCH = 16  # clips per scoring call
+STAGE_ROWS_PER_FILE = 200_000  # score rows per staged Parquet file
 # More than half the clips unreadable is an outage (or a wrong endpoint), not bad files.
 DEFAULT_MAX_READ_FAILURE_RATE = 0.5
 
@@ -537,12 +538,14 @@ def _run_pipeline(
     ray,
 ) -> None:
     import ray.data
-    from ray.data.datasource import FilenameProvider
+
+    from asd_core.progress import Progress
 
     if not ray.is_initialized():
         ray.init()
     ctx = ray.data.DataContext.get_current()  # configured before the dataset exists
     ctx.max_errored_blocks = 0  # a lost block is a bug: fail loudly (bad clips are rows)
+    ctx.enable_progress_bars = log.isEnabledFor(logging.DEBUG)  # ours counts clips (see Progress); Ray's with -v
     gpu = gpus_per_actor > 0
     if torch_threads is None and not gpu:
         torch_threads = max(1, (os.cpu_count() or 1) // max(actors, 1))
@@ -574,12 +577,21 @@ def _run_pipeline(
         num_gpus=gpus_per_actor or None,
         **({"memory": int(actor_memory_gb * 2**30)} if actor_memory_gb else {}),
     )
-    ds.write_parquet(
-        _fs_path(stage_uri),
-        filesystem=pyarrow_filesystem(out),
-        filename_provider=FilenameProvider(file_format="parquet"),
-        min_rows_per_file=1_000_000,
-    )
+    # The score rows are small (the tiles stay in the pipeline): the driver writes them,
+    # so it sees every finished batch and can report progress.
+    stage = _fs_path(stage_uri)
+    pending: list[pa.Table] = []
+    n_pending = part = 0
+    with Progress("scoring", len(items), "clips", log=log) as progress:
+        for batch in ds.iter_batches(batch_format="pyarrow", batch_size=None, prefetch_batches=2):
+            pending.append(batch)
+            n_pending += batch.num_rows
+            progress.update(batch.num_rows)
+            if n_pending >= STAGE_ROWS_PER_FILE:
+                write_table(out, f"{stage}/part-{part:05d}.parquet", pa.concat_tables(pending))
+                pending, n_pending, part = [], 0, part + 1
+        if pending:
+            write_table(out, f"{stage}/part-{part:05d}.parquet", pa.concat_tables(pending))
 
 
 # ---------------------------------------------------------------- CLI
@@ -637,32 +649,35 @@ def main(argv: list[str] | None = None) -> int:
     import contextlib
 
     from asd_core.runs import LeaseHeld
-    from jobs.common import ResourcesUnavailable, parse_machines, ray_session, setup_logging
+    from jobs.common import ResourcesUnavailable, parse_machines, ray_session, setup_logging, storage_errors
 
     args = build_parser().parse_args(argv)
     setup_logging(args.verbose)
-    models_loc = open_location(args.models_uri, args.endpoint_url)
-    no_models = not list_artifacts(models_loc)  # checked before Ray starts: no Ray is needed then
-    if args.run_id is not None:
-        try:
+    # Everything is checked before Ray starts; each problem is one line naming the fix.
+    try:
+        if args.run_id is not None:
             validate_run_id(args.run_id)
-        except ValueError as e:
-            print(f"asd score: {e}")
-            return 2
-    try:  # list before Ray starts: a bad manifest, template or data URI stops here
-        listed = list_clips(open_location(args.data_uri, args.endpoint_url), split=args.split,
-                            machines=parse_machines(args.machines), pattern=args.pattern, manifest=args.manifest,
-                            endpoint_url=args.endpoint_url, only=parse_only(args.only))
-    except FileNotFoundError as e:
-        print(f"asd score: data not found: {e}")
-        return 2
-    except ValueError as e:  # ManifestError, a bad template
+        machines = parse_machines(args.machines)
+        data = open_location(args.data_uri, args.endpoint_url)
+        models_loc = open_location(args.models_uri, args.endpoint_url)
+        open_location(args.out_uri, args.endpoint_url)
+        with storage_errors("models", args.models_uri):
+            no_models = not list_artifacts(models_loc)  # no Ray is needed then
+        with storage_errors("data", args.data_uri):
+            listed = list_clips(data, split=args.split, machines=machines, pattern=args.pattern,
+                                manifest=args.manifest, endpoint_url=args.endpoint_url, only=parse_only(args.only))
+        layout = f"manifest {args.manifest}" if args.manifest else f"--pattern {args.pattern!r}" if args.pattern \
+            else "dcase"
+        problem = listing_problem(listed, data, machines=machines, split=args.split, layout=layout)
+        if problem:
+            raise ValueError(problem)
+    except ValueError as e:  # a bad run id, URI scheme, manifest, template, an empty listing
         print(f"asd score: {e}")
         return 2
     session = contextlib.nullcontext() if no_models else ray_session(args.address, args.endpoint_url)
     try:
         with session:
-            summary = _run_from_args(args, parse_machines, listed)
+            summary = _run_from_args(args, machines, listed)
     except (LeaseHeld, ResourcesUnavailable) as e:
         print(f"asd score: {e}")
         return 2
@@ -690,12 +705,12 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _run_from_args(args: argparse.Namespace, parse_machines, listed: list[ListedClip]) -> dict[str, Any]:
+def _run_from_args(args: argparse.Namespace, machines: list[str] | None, listed: list[ListedClip]) -> dict[str, Any]:
     return run_scoring(
         args.data_uri,
         args.models_uri,
         args.out_uri,
-        machines=parse_machines(args.machines),
+        machines=machines,
         split=args.split,
         n_masks=args.n_masks,
         run_id=args.run_id,

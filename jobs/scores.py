@@ -29,14 +29,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from asd_core.runstore import RunStore, to_bytes, write_table
+    from asd_core.runstore import RunStore, to_bytes
     from asd_core.storage import open_location
 
     args = build_parser().parse_args(argv)
     try:
         store = RunStore(open_location(args.out_uri, args.endpoint_url))
         if args.rebuild_index:
-            write_table(store.out, store.p("latest", "scores.parquet"), store.rebuild_latest())
+            store.rebuild_latest()
         if args.run_id:
             record = store.record(args.run_id)
             if record is None:

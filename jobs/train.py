@@ -46,7 +46,7 @@ import numpy as np
 import torch
 
 from asd_core.artifact import list_artifacts, save_artifact
-from asd_core.catalog import ListedClip, list_clips, machine_types, parse_only
+from asd_core.catalog import ListedClip, list_clips, listing_problem, machine_types, parse_only
 from asd_core.config import DEFAULT_PRESET, PRESETS, ASDConfig, cpu_warning, parse_overrides, preset
 from asd_core.dcase import AUDIO_SUFFIXES
 from asd_core.kinds import KINDS, get_kind
@@ -67,6 +67,7 @@ from .common import (
     ray_session,
     require_resources,
     setup_logging,
+    storage_errors,
 )
 
 log = logging.getLogger("asd.train")
@@ -497,6 +498,7 @@ def run_training(
     )
     _write_manifest(models_loc, manifest)
     t0 = time.perf_counter()
+    n_total = len(pending)
     try:
         while pending:
             ready, _ = ray.wait(list(pending), num_returns=1)
@@ -506,8 +508,11 @@ def run_training(
             except Exception as e:  # noqa: BLE001 - the task itself died (e.g. its node)
                 entry = {"status": "failed", "error": f"{type(e).__name__}: {e}", "trial_name": mt}
             manifest["types"][mt] = entry
-            log.info("%s: %s after %.1f s%s", mt, entry["status"], time.perf_counter() - t0,
-                     f" ({entry['error']})" if entry.get("error") else "")
+            n_done = n_total - len(pending)
+            elapsed = time.perf_counter() - t0
+            eta = f", ETA {elapsed / n_done * len(pending):.0f} s" if pending else ""
+            log.info("%s: %s after %.1f s%s (%d/%d types done%s)", mt, entry["status"], elapsed,
+                     f" ({entry['error']})" if entry.get("error") else "", n_done, n_total, eta)
             _write_manifest(models_loc, manifest)
     except (KeyboardInterrupt, SystemExit):  # Ctrl-C, `ray job stop` (SIGTERM, see main)
         for ref, mt in pending.items():
@@ -603,24 +608,33 @@ def _main(argv: list[str] | None) -> int:
         except ValueError as e:  # before Ray starts: the name becomes a folder under MODELS_URI
             log.error("%s", e)
             return 2
+    # Inputs are listed and checked before Ray starts; each problem is one line.
     clips, source = None, ""
-    if args.manifest or args.pattern:  # listed before Ray starts: a bad manifest stops here
-        source = f"manifest {args.manifest}" if args.manifest else f"--pattern {args.pattern!r}"
-        try:
-            clips = list_clips(open_location(args.data_uri, args.endpoint_url), split="train",
-                               machines=parse_machines(args.machines), pattern=args.pattern,
-                               manifest=args.manifest, endpoint_url=args.endpoint_url, training=True,
-                               only=parse_only(args.only))
-        except (ValueError, FileNotFoundError) as e:  # ManifestError is a ValueError
-            print(f"asd train: {e}")
-            return 2
+    try:
+        machines = parse_machines(args.machines)
+        data = open_location(args.data_uri, args.endpoint_url)
+        open_location(args.models_uri, args.endpoint_url)
+        with storage_errors("data", args.data_uri):
+            listed = list_clips(data, split="train", machines=machines, pattern=args.pattern,
+                                manifest=args.manifest, endpoint_url=args.endpoint_url, training=True,
+                                only=parse_only(args.only))
+        layout = "dcase"
+        if args.manifest or args.pattern:  # the driver's listing is what the workers train on
+            source = layout = f"manifest {args.manifest}" if args.manifest else f"--pattern {args.pattern!r}"
+            clips = listed
+        problem = listing_problem(listed, data, machines=machines, split="train", layout=layout)
+        if problem:
+            raise ValueError(problem)
+    except ValueError as e:  # a bad URI scheme, manifest (ManifestError), template, an empty listing
+        print(f"asd train: {e}")
+        return 2
     try:
         with ray_session(args.address, args.endpoint_url):
             manifest = run_training(
                 args.data_uri,
                 args.models_uri,
                 config=config,
-                machines=parse_machines(args.machines),
+                machines=machines,
                 workers_per_model=args.workers_per_model,
                 gpus_per_worker=args.gpus_per_worker,
                 cpus_per_worker=args.cpus_per_worker,

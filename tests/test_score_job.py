@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import uuid
 
 import numpy as np
@@ -328,6 +329,12 @@ def test_cli_with_ground_truth_and_report(ray_cluster, eval_archive, models_uri,
     metrics = pq.read_table(mfile).to_pandas()
     assert metrics["n_clips"].tolist() == [8] and metrics["auc_target"].notna().all()
     assert (out / "submission" / "eval1" / "anomaly_score_fan_section_00_test.csv").exists()
+    # plain readers: metrics/ is one schema; the latest view keeps integer columns with nullable types
+    import pandas as pd
+
+    assert pd.read_parquet(out / "metrics")["n_clips"].tolist() == [8]
+    latest = pd.read_parquet(out / "latest" / "scores.parquet", dtype_backend="numpy_nullable")
+    assert str(latest["decision"].dtype) == "Int8" and len(latest) == 8
 
     rc = cli.main(["report", str(out)])
     assert rc == 0
@@ -434,3 +441,19 @@ def test_stages_without_ray_error_rows_and_batch_independence(tmp_path, local_mo
         if alone["status"] == "ok":
             assert alone["anomaly_score"] == pytest.approx(together["anomaly_score"], rel=1e-5)
     assert pa.Table.from_pylist(list(rows.values())).num_rows == len(items)
+
+
+@e2e
+def test_progress_lines_in_a_log(archive, models_uri, bucket, s3_endpoint, caplog, monkeypatch):
+    """Not a terminal: the run logs status lines with clips done, rate and the total."""
+    from jobs.score import run_scoring
+
+    monkeypatch.setenv("ASD_PROGRESS_INTERVAL", "0")
+    with caplog.at_level("INFO", logger="jobs.score"):
+        s = run_scoring(archive[0], models_uri, f"{bucket}/out-progress", n_masks=K, batch_size=4,
+                        endpoint_url=s3_endpoint)
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("scoring: ")]
+    assert len(lines) >= 2, lines
+    done = [int(re.match(r"scoring: (\d+)/(\d+) clips", x)[1]) for x in lines]
+    assert done == sorted(done) and done[-1] == s["n_scored"]
+    assert all(f"/{s['n_scored']} clips" in x and "clips/s" in x for x in lines)
