@@ -1,116 +1,257 @@
-"""How many scoring masks a nightly run needs: K in {1, 2, 4, ..., 256}, random masks
-(prefixes of one seeded set of 256) and the balanced schedule (every patch hidden
-equally often), for the report's score (mean masked MSE) and the error-profile
-neighbour rule (``knn_err``).
+"""How many scoring masks a nightly run needs: K in {1, 2, 4, ..., 256} for the
+report's score (``mse``, mean masked MSE) and the shipped error-profile rule
+(``knn_err``, per-domain banks), with two mask schedules:
 
-    python -m bench.study_masks --machines valve,fan [--train-source 40] [--test 15] [--preset tiny]
+- ``random``: the first K of one seeded set of 256 random masks (what
+  ``score.mask_schedule=random`` scores with at ``n_masks=K`` for K <= 256);
+- ``balanced``: cycles of 4 masks in which every patch is hidden exactly 3 times
+  (48 of 64), each cycle with a fresh seeded patch order; K = 4 is the library's
+  ``BalancedMaskSource``. (That source repeats its one cycle, so its K = 8, 16, ...
+  score exactly like K = 4; the fresh cycles here measure what more balanced masks buy.)
 
-Per machine type: trains one U-Net on rendered synthetic clips, scores train and test
-clips once with 256 random masks while keeping the running sums at every K (so each K
-is the first K masks of the 256), then the balanced schedule at small K. Prints per K
-and schedule: Spearman correlation of the clip scores with K = 256, AUC(source),
-AUC(target), pAUC. One JSON line per row to ``--out``.
+    python -m bench.study_masks --machines fan,valve --seeds 0 --out masks.jsonl
+    python -m bench.study_masks --summarise masks.jsonl [--plot docs/study_masks.png]
+
+Per machine type and seed: renders the synthetic clips in memory, trains one tiny
+U-Net and runs every mask of each schedule once over the train and test clips. Each K
+is scored with up to ``--draws`` disjoint sets of K masks (masks 0..K-1, K..2K-1, ...;
+the first is what ``n_masks=K`` scores with), so the K-mask noise is measured over
+several draws on the same model and clips. The training clips' error profiles under
+the same K masks form the ``knn_err`` bank, as in an artifact trained with
+``n_masks=K``. One JSON line per (type, seed, schedule, K, rule), with one value per
+draw: Spearman correlation of the test-clip scores with random K = 256, AUC(source),
+AUC(target), pAUC. ``--summarise`` averages them over types, seeds and draws.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
+import time
+from collections import defaultdict
 
 import numpy as np
 import torch
 from scipy.stats import spearmanr
 
-from asd_core.config import preset
+from asd_core.config import parse_overrides, preset
 from asd_core.detector import Scorer, train_type
-from asd_core.masks import apply_mask, mask_source
+from asd_core.kinds.unet import error_profiles
+from asd_core.masks import BalancedMaskSource, RandomMaskSource
 from asd_core.metrics import section_metrics
-from asd_core.neighbours import NeighbourBank
-from asd_core.runtime import autocast, prepare_input
-from asd_core.synth import plan_archive, render_plan
+from asd_core.neighbours import DomainBanks
+from asd_core.scoring import per_clip_mean, score_tiles
+from asd_core.synth import MACHINE_TYPES, plan_archive, render_plan
 
+STUDY_DEFAULTS = {"epochs": 10, "max_train_tiles": 1500, "precision": "fp32"}  # as bench.study_unet
 KS = (1, 2, 4, 8, 16, 32, 64, 256)
+RULES = ("mse", "knn_err")
+AUC_TOL, RHO_MIN = 0.005, 0.99  # the issue's criterion
 
 
-@torch.inference_mode()
-def profiles(model, cfg, clips: list[torch.Tensor], masks: torch.Tensor, ks) -> dict[int, tuple[np.ndarray, np.ndarray]]:
-    """Per K: (report score [C], log error profile [C, 2H]) using the first K masks."""
-    out = {k: ([], []) for k in ks}
-    for t in clips:  # one clip at a time: [N, H, W]
-        s_err = torch.zeros_like(t)
-        s_hid = torch.zeros_like(t)
-        per_mask = []
-        done = 0
-        for k in sorted(ks):
-            m = masks[done:k]  # the masks between the last checkpoint and this one
-            x = t.repeat(len(m), 1, 1)
-            mm = m.repeat_interleave(t.shape[0], 0)
-            with autocast("cpu", cfg.model.precision):
-                rec = model(prepare_input(apply_mask(x, mm, cfg.masks.fill)[:, None], cfg.model.channels_last))
-            sq = (rec[:, 0].float() - x) ** 2 * mm
-            sq = sq.view(len(m), t.shape[0], *t.shape[1:])
-            mh = mm.view(len(m), t.shape[0], *t.shape[1:]).float()
-            s_err += sq.sum(0)
-            s_hid += mh.sum(0)
-            per_mask.append(sq.flatten(2).sum(2) / mh.flatten(2).sum(2))  # [m, N]
-            done = k
-            band = (s_err / s_hid.clamp_min(1)).mean(-1)  # [N, H]
-            prof = torch.cat([band.mean(0), band.max(0).values]).clamp_min(1e-8).log().numpy()
-            out[k][0].append(float(torch.cat(per_mask).mean()))
-            out[k][1].append(prof)
-    return {k: (np.array(a), np.stack(b)) for k, (a, b) in out.items()}
+def balanced_masks(n: int, cfg) -> torch.Tensor:
+    """``n`` masks in cycles of ``n_patches / gcd(n_patches, n_masked)`` (4 for 48 of 64),
+    each cycle a BalancedMaskSource with its own seed (the first: ``score.mask_seed``)."""
+    n_patches = (cfg.features.n_mels // cfg.masks.patch) * (cfg.features.tile_frames // cfg.masks.patch)
+    cyc = n_patches // math.gcd(n_patches, cfg.masks.n_masked)
+    return torch.cat([BalancedMaskSource(cyc, cfg.masks, cfg.score.mask_seed + i).masks(
+        cfg.features.n_mels, cfg.features.tile_frames) for i in range(math.ceil(n / cyc))])[:n]
+
+
+def draw_views(model, cfg, clips: list[torch.Tensor], masks: torch.Tensor, ks, max_draws: int):
+    """Per K in ``ks``: for each of the first ``max_draws`` disjoint blocks of K masks
+    (``masks[b*K:(b+1)*K]``, b = 0 is the first K: what ``n_masks=K`` scores with), what
+    each rule reads, ``{"mse": [C], "knn_err": [C, 3H]}``, computed as the shipped kind
+    does (score_tiles, error_profiles). Every mask runs once; the blocks share them."""
+    counts = [int(t.shape[0]) for t in clips]
+    tiles = torch.cat(clips)
+    kw = dict(forward_batch=max(cfg.score.forward_batch, tiles.shape[0]), fill=cfg.masks.fill,
+              precision=cfg.model.precision, channels_last=cfg.model.channels_last, error_maps=True)
+    acc = {k: (0.0, 0.0, 0.0) for k in ks}  # running (score sum, error sum, hidden count) of the open block
+    out = {k: [] for k in ks}
+    n = min(len(masks), max(min(k * max_draws, len(masks)) for k in ks))
+    for i in range(n):
+        s, err = score_tiles(model, tiles, masks[i : i + 1], **kw)  # one mask: err is its squared error
+        h = masks[i].float()
+        for k in ks:
+            if len(out[k]) == max_draws or (i // k + 1) * k > len(masks):
+                continue
+            a = acc[k]
+            acc[k] = a = (a[0] + s, a[1] + err, a[2] + h)
+            if (i + 1) % k == 0:
+                out[k].append({"mse": per_clip_mean((a[0] / k).numpy(), counts),
+                               "knn_err": error_profiles(a[1] / a[2].clamp_min(1.0), counts)})
+                acc[k] = (0.0, 0.0, 0.0)
+    return out
+
+
+def run_one(mt: str, seed: int, args, emit) -> None:
+    t0 = time.perf_counter()
+    plans = plan_archive([mt], args.train_source, args.train_target, args.test, 10.0, seed)
+    train = [q for q in plans if q.name.split == "train"]
+    test = [q for q in plans if q.name.split == "test"]
+    w_tr, w_te = [render_plan(q) for q in train], [render_plan(q) for q in test]
+    dom_tr = [q.name.domain for q in train]
+    y = np.array([q.name.label == "anomaly" for q in test], dtype=int)
+    d = np.array([q.name.domain for q in test])
+    cfg = preset(args.preset, {**STUDY_DEFAULTS, "seed": seed, **parse_overrides(args.set)})
+    tt = train_type(w_tr, cfg, domains=dom_tr)
+    sc = Scorer({mt: tt.artifact(mt)})
+    model = sc.detectors[mt].model
+    c_tr, c_te = [sc.features(mt, w) for w in w_tr], [sc.features(mt, w) for w in w_te]
+    t_train = time.perf_counter() - t0
+    hw = (cfg.features.n_mels, cfg.features.tile_frames)
+    schedules = {"random": (RandomMaskSource(max(KS), cfg.masks, cfg.score.mask_seed).masks(*hw), KS),
+                 "balanced": (balanced_masks(max(args.balanced) * args.balanced_draws, cfg), args.balanced)}
+    scores = {}  # (schedule, K, rule) -> [draws][C]
+    for sched, (masks, ks) in schedules.items():
+        tr = draw_views(model, cfg, c_tr, masks, ks, args.draws)
+        te = draw_views(model, cfg, c_te, masks, ks, args.draws)
+        for k in ks:
+            scores[sched, k, "mse"] = [v["mse"] for v in te[k]]
+            scores[sched, k, "knn_err"] = [
+                DomainBanks.fit(a["knn_err"], dom_tr, k=cfg.score.rule_k).score(b["knn_err"])
+                for a, b in zip(tr[k], te[k], strict=True)]
+    base = {"machine_type": mt, "seed": seed, "n_train": len(train), "n_test": len(test),
+            "train_s": round(t_train, 1), "score_s": round(time.perf_counter() - t0 - t_train, 1)}
+    for (sched, k, rule), draws in scores.items():
+        ref = scores["random", max(KS), rule][0]
+        per = defaultdict(list)
+        for s in draws:
+            m = section_metrics(mt, "00", y, s, d, np.zeros_like(y))
+            per["spearman_to_256"].append(round(float(spearmanr(s, ref).statistic), 5))
+            for name in ("auc_source", "auc_target", "pauc"):
+                per[name].append(round(getattr(m, name), 5))
+        emit({**base, "schedule": sched, "k": k, "rule": rule, **per})  # lists over draws; [0] = first K masks
+
+
+def aggregate(rows: list[dict]) -> list[dict]:
+    """Per (schedule, K, rule), over the (type, seed) units and the mask draws: Spearman
+    (mean, min), AUC(s), AUC(t), pAUC and their mean paired difference to random K = 256;
+    the share of draws whose type-mean meets the criterion; the first draw's differences."""
+    rows = list({(r["machine_type"], r["seed"], r["schedule"], r["k"], r["rule"]): r for r in rows}.values())
+    ref = {(r["machine_type"], r["seed"], r["rule"]): r for r in rows if (r["schedule"], r["k"]) == ("random", 256)}
+    groups = defaultdict(list)
+    for r in rows:
+        groups[r["schedule"], r["k"], r["rule"]].append(r)
+    out = []
+    for (sched, k, rule), rs in sorted(groups.items(), key=lambda g: (g[0][2], g[0][0] != "random", g[0][1])):
+        n = min(len(r["auc_source"]) for r in rs)
+        rho = np.array([r["spearman_to_256"][:n] for r in rs])  # [units, draws]
+        delta = {m: np.array([np.array(r[m][:n]) - ref[r["machine_type"], r["seed"], rule][m][0] for r in rs])
+                 for m in ("auc_source", "auc_target", "pauc")}
+        ok = ((rho.mean(0) >= RHO_MIN) & (np.abs(delta["auc_source"].mean(0)) <= AUC_TOL)
+              & (np.abs(delta["auc_target"].mean(0)) <= AUC_TOL))  # per draw, over the units
+        agg = {"schedule": sched, "k": k, "rule": rule, "units": len(rs), "draws": n,
+               "rho": rho.mean(), "rho_min": rho.min(), "draws_meeting": ok.mean(),
+               "first_d_auc_source": delta["auc_source"][:, 0].mean(), "first_d_auc_target": delta["auc_target"][:, 0].mean()}
+        for m in delta:
+            agg[m] = np.mean([r[m][:n] for r in rs])
+            agg["d_" + m] = delta[m].mean()
+        agg["meets"] = bool(agg["rho"] >= RHO_MIN and abs(agg["d_auc_source"]) <= AUC_TOL
+                            and abs(agg["d_auc_target"]) <= AUC_TOL)
+        out.append(agg)
+    return out
+
+
+def summarise(rows: list[dict]) -> str:
+    agg = aggregate(rows)
+    types = sorted({r["machine_type"] for r in rows})
+    seeds = sorted({r["seed"] for r in rows})
+    lines = [f"Mean over {len(types)} types x {len(seeds)} seed(s) ({', '.join(types)}; seeds {seeds}) and over "
+             "the K-mask draws; d = mean paired difference to random K = 256; meets = mean rho >= "
+             f"{RHO_MIN} and |d AUC(s)|, |d AUC(t)| <= {AUC_TOL}; draws meeting = share of the draws whose "
+             "type-mean meets it; first draw = the first K masks (what n_masks = K scores with)", "",
+             "| rule | schedule | K | draws | rho mean (min) | AUC(s) | AUC(t) | pAUC | d AUC(s) | d AUC(t) | d pAUC "
+             "| draws meeting | first draw d AUC(s) / d AUC(t) | meets |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for a in agg:
+        lines.append(f"| {a['rule']} | {a['schedule']} | {a['k']} | {a['draws']} | {a['rho']:.4f} ({a['rho_min']:.3f}) | "
+                     f"{a['auc_source']:.3f} | {a['auc_target']:.3f} | {a['pauc']:.3f} | "
+                     f"{a['d_auc_source']:+.4f} | {a['d_auc_target']:+.4f} | {a['d_pauc']:+.4f} | "
+                     f"{a['draws_meeting']:.0%} | {a['first_d_auc_source']:+.4f} / {a['first_d_auc_target']:+.4f} | "
+                     f"{'yes' if a['meets'] else 'no'} |")
+    lines.append("")
+    for rule in RULES:
+        for sched in ("random", "balanced"):
+            ok = [a["k"] for a in agg if (a["rule"], a["schedule"]) == (rule, sched) and a["meets"] and a["k"] < 256]
+            lines.append(f"cheapest K < 256 meeting the criterion, {rule}, {sched}: {min(ok) if ok else 'none'}")
+    return "\n".join(lines)
+
+
+def plot(rows: list[dict], path: str) -> None:
+    """Spearman to random K = 256 and the mean paired AUC differences, against K (means
+    over types, seeds and draws)."""
+    from matplotlib.figure import Figure
+
+    agg = aggregate(rows)
+    fig = Figure(figsize=(13, 3.8), layout="constrained")
+    panels = [("rho", "Spearman to random K=256"), ("d_auc_source", "AUC(source) - AUC at K=256"),
+              ("d_auc_target", "AUC(target) - AUC at K=256")]
+    for i, (key, title) in enumerate(panels):
+        ax = fig.add_subplot(1, 3, i + 1)
+        for rule, colour in zip(RULES, ("tab:blue", "tab:orange"), strict=True):
+            for sched, style in (("random", "-o"), ("balanced", "--s")):
+                pts = sorted((a["k"], a[key]) for a in agg if (a["rule"], a["schedule"]) == (rule, sched))
+                if pts:
+                    ax.plot(*zip(*pts, strict=True), style, color=colour, label=f"{rule}, {sched}", markersize=4)
+        if key == "rho":
+            ax.axhline(RHO_MIN, color="grey", linestyle=":", linewidth=0.8)
+            ax.set_ylim(max(0.5, ax.get_ylim()[0]), 1.002)
+        else:
+            ax.axhspan(-AUC_TOL, AUC_TOL, color="grey", alpha=0.2)
+            ax.axhline(0, color="grey", linewidth=0.8)
+        ax.set_xscale("log", base=2)
+        ax.set_xticks(KS, [str(k) for k in KS])
+        ax.set_xlabel("scoring masks K")
+        ax.set_title(title, fontsize=9)
+    fig.axes[0].legend(fontsize=7, loc="lower right")
+    types = sorted({r["machine_type"] for r in rows})
+    seeds = sorted({r["seed"] for r in rows})
+    fig.suptitle(f"Scoring masks: mean over {len(types)} synthetic types x {len(seeds)} seed(s) and the "
+                 "K-mask draws (grey: the criterion)", fontsize=10)
+    fig.savefig(path, dpi=110, bbox_inches="tight")
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--machines", default="valve,fan")
-    p.add_argument("--train-source", type=int, default=40)
-    p.add_argument("--train-target", type=int, default=10)
-    p.add_argument("--test", type=int, default=15, help="test clips per domain and label")
+    p.add_argument("--machines", default=",".join(MACHINE_TYPES))
+    p.add_argument("--seeds", default="0")
+    p.add_argument("--train-source", type=int, default=20)
+    p.add_argument("--train-target", type=int, default=5)
+    p.add_argument("--test", type=int, default=8, help="test clips per domain and label")
+    p.add_argument("--balanced", default="4,8,16", help="K of the balanced schedule (multiples of 4)")
+    p.add_argument("--draws", type=int, default=16, help="disjoint mask sets per K (fewer where 256 / K is less)")
+    p.add_argument("--balanced-draws", type=int, default=2, help="balanced masks made: this x the largest K")
     p.add_argument("--preset", default="tiny")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
-    p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default="masks_study.jsonl")
+    p.add_argument("--summarise", default=None, metavar="FILE", help="print the table of a results file")
+    p.add_argument("--plot", default=None, metavar="PNG", help="with --summarise: Spearman and AUC against K")
     args = p.parse_args(argv)
+    if args.summarise:
+        rows = [json.loads(x) for x in open(args.summarise)]
+        print(summarise(rows))
+        if args.plot:
+            plot(rows, args.plot)
+            print(f"plot written to {args.plot}")
+        return 0
+    args.balanced = tuple(int(k) for k in args.balanced.split(","))
     torch.set_num_threads(1)
-    from asd_core.config import parse_overrides
-
-    cfg = preset(args.preset, {"epochs": 10, "max_train_tiles": 1500, "precision": "fp32", **parse_overrides(args.set)})
+    rows = []
     with open(args.out, "a") as f:
-        for mt in args.machines.split(","):
-            plans = plan_archive([mt], args.train_source, args.train_target, args.test, 10.0, args.seed)
-            train = [q for q in plans if q.name.split == "train"]
-            test = [q for q in plans if q.name.split == "test"]
-            w_tr, w_te = [render_plan(q) for q in train], [render_plan(q) for q in test]
-            tt = train_type(w_tr, cfg, domains=[q.name.domain for q in train])
-            det = Scorer({mt: tt.artifact(mt)}).detectors[mt]
-            sc = Scorer({mt: tt.artifact(mt)})
-            c_tr = [sc.features(mt, w) for w in w_tr]
-            c_te = [sc.features(mt, w) for w in w_te]
-            y = np.array([q.name.label == "anomaly" for q in test], dtype=int)
-            d = np.array([q.name.domain for q in test])
-            runs = {}
-            rnd = mask_source("random", 256, cfg.masks, cfg.score.mask_seed).masks(64, 64)
-            p_tr, p_te = profiles(det.model, cfg, c_tr, rnd, KS), profiles(det.model, cfg, c_te, rnd, KS)
-            for k in KS:
-                runs[("random", k)] = (p_tr[k], p_te[k])
-            for k in (4, 8, 16):
-                bal = mask_source("balanced", k, cfg.masks, cfg.score.mask_seed).masks(64, 64)
-                runs[("balanced", k)] = (profiles(det.model, cfg, c_tr, bal, [k])[k],
-                                         profiles(det.model, cfg, c_te, bal, [k])[k])
-            ref_tr, ref_te = runs[("random", 256)]
-            ref_knn = NeighbourBank.fit(ref_tr[1], k=5).score(ref_te[1])
-            for (sched, k), (tr, te) in runs.items():
-                knn = NeighbourBank.fit(tr[1], k=5).score(te[1])
-                for rule, s, r in (("mse", te[0], ref_te[0]), ("knn_err", knn, ref_knn)):
-                    m = section_metrics(mt, "00", y, s, d, np.zeros_like(y))
-                    row = {"machine_type": mt, "schedule": sched, "k": k, "rule": rule,
-                           "spearman_to_256": float(spearmanr(s, r).statistic), "auc_source": m.auc_source,
-                           "auc_target": m.auc_target, "pauc": m.pauc}
-                    f.write(json.dumps(row) + "\n")
-                    f.flush()
-                    print(f"{mt:<9} {sched:<9} K={k:<4} {rule:<8} rho {row['spearman_to_256']:.4f}  AUC(s) "
-                          f"{m.auc_source:.3f} AUC(t) {m.auc_target:.3f} pAUC {m.pauc:.3f}", flush=True)
+        def emit(row):
+            rows.append(row)
+            f.write(json.dumps(row) + "\n")
+            f.flush()
+
+        for seed in [int(s) for s in args.seeds.split(",")]:
+            for mt in args.machines.split(","):
+                run_one(mt, seed, args, emit)
+                r = rows[-1]
+                print(f"[{mt} seed {seed}] train {r['train_s']:.0f} s, score {r['score_s']:.0f} s", flush=True)
+    print(summarise(rows))
     return 0
 
 
