@@ -11,6 +11,7 @@ sets where every patch is hidden equally often) plug in without touching scoring
 
 from __future__ import annotations
 
+import math
 from typing import Protocol
 
 import torch
@@ -81,10 +82,11 @@ class RandomMaskSource:
 
 
 class BalancedMaskSource:
-    """K masks in which every patch is hidden equally often (K a multiple of
-    ``n_patches / gcd(n_patches, n_masked)``, e.g. 4 for 48 of 64): mask k hides the
-    ``n_masked`` patches that follow position ``k * n_masked`` in one seeded random
-    order of the patches, cyclically. Random masks reach that balance only on
+    """K masks in which every patch is hidden equally often (K a multiple of the cycle
+    ``n_patches / gcd(n_patches, n_masked)``, e.g. 4 for 48 of 64): within a cycle,
+    mask k hides the ``n_masked`` patches that follow position ``k * n_masked`` in a
+    seeded random order of the patches, cyclically; each cycle draws its own order
+    (seeds ``seed``, ``seed + 1``, ...), so 8 masks are two different balanced sets. Random masks reach that balance only on
     average, so few balanced masks estimate a tile's error with less variance."""
 
     def __init__(self, n_masks: int, cfg: MaskConfig, seed: int):
@@ -95,10 +97,14 @@ class BalancedMaskSource:
             return RandomMaskSource(self.n_masks, self.cfg, self.seed).masks(height, width, device)
         gh, gw = patch_grid(height, width, self.cfg.patch)
         n_patches = gh * gw
-        order = torch.randperm(n_patches, generator=torch.Generator().manual_seed(self.seed))
-        idx = (torch.arange(self.n_masks)[:, None] * self.cfg.n_masked + torch.arange(self.cfg.n_masked)) % n_patches
+        cycle = n_patches // math.gcd(n_patches, self.cfg.n_masked)  # masks after which every patch is even
+        k = torch.arange(self.n_masks)
+        # each cycle its own seeded patch order (seed, seed + 1, ...): more masks are new masks
+        orders = torch.stack([torch.randperm(n_patches, generator=torch.Generator().manual_seed(self.seed + i))
+                              for i in range(-(-self.n_masks // cycle))])
+        idx = ((k % cycle)[:, None] * self.cfg.n_masked + torch.arange(self.cfg.n_masked)) % n_patches
         patches = torch.zeros(self.n_masks, n_patches, dtype=torch.bool)
-        patches.scatter_(1, order[idx], True)
+        patches.scatter_(1, torch.gather(orders[k // cycle], 1, idx), True)
         grid = patches.view(self.n_masks, gh, gw)
         return grid.repeat_interleave(self.cfg.patch, 1).repeat_interleave(self.cfg.patch, 2).to(device)
 

@@ -4,10 +4,8 @@ report's score (``mse``, mean masked MSE) and the shipped error-profile rule
 
 - ``random``: the first K of one seeded set of 256 random masks (what
   ``score.mask_schedule=random`` scores with at ``n_masks=K`` for K <= 256);
-- ``balanced``: cycles of 4 masks in which every patch is hidden exactly 3 times
-  (48 of 64), each cycle with a fresh seeded patch order; K = 4 is the library's
-  ``BalancedMaskSource``. (That source repeats its one cycle, so its K = 8, 16, ...
-  score exactly like K = 4; the fresh cycles here measure what more balanced masks buy.)
+- ``balanced``: the library's ``BalancedMaskSource``: cycles of 4 masks in which every
+  patch is hidden exactly 3 times (48 of 64), each cycle with a fresh seeded patch order.
 
     python -m bench.study_masks --machines fan,valve --seeds 0 --out masks.jsonl
     python -m bench.study_masks --summarise masks.jsonl [--plot docs/study_masks.png]
@@ -27,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import time
 from collections import defaultdict
 
@@ -51,12 +48,8 @@ AUC_TOL, RHO_MIN = 0.005, 0.99  # the issue's criterion
 
 
 def balanced_masks(n: int, cfg) -> torch.Tensor:
-    """``n`` masks in cycles of ``n_patches / gcd(n_patches, n_masked)`` (4 for 48 of 64),
-    each cycle a BalancedMaskSource with its own seed (the first: ``score.mask_seed``)."""
-    n_patches = (cfg.features.n_mels // cfg.masks.patch) * (cfg.features.tile_frames // cfg.masks.patch)
-    cyc = n_patches // math.gcd(n_patches, cfg.masks.n_masked)
-    return torch.cat([BalancedMaskSource(cyc, cfg.masks, cfg.score.mask_seed + i).masks(
-        cfg.features.n_mels, cfg.features.tile_frames) for i in range(math.ceil(n / cyc))])[:n]
+    """``n`` balanced masks (what ``score.mask_schedule=balanced`` scores with)."""
+    return BalancedMaskSource(n, cfg.masks, cfg.score.mask_seed).masks(cfg.features.n_mels, cfg.features.tile_frames)
 
 
 def draw_views(model, cfg, clips: list[torch.Tensor], masks: torch.Tensor, ks, max_draws: int):

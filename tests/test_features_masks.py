@@ -73,3 +73,17 @@ def test_mask_config_errors():
         random_masks(1, 64, 60, MaskConfig(), torch.Generator())
     with pytest.raises(ValueError):
         random_masks(1, 64, 64, MaskConfig(n_masked=65), torch.Generator())
+
+
+def test_balanced_masks_every_cycle_new_and_even():
+    """8 balanced masks: two cycles with different patch orders, each hiding every patch
+    3 times, together 6 times; the first cycle is the 4-mask set."""
+    from asd_core.config import MaskConfig
+    from asd_core.masks import BalancedMaskSource
+
+    m = BalancedMaskSource(8, MaskConfig(), 3).masks(64, 64)
+    patches = m[:, ::8, ::8].reshape(8, 64).int()
+    assert (patches.sum(1) == 48).all()
+    assert (patches[:4].sum(0) == 3).all() and (patches.sum(0) == 6).all()
+    assert not (patches[:4] == patches[4:]).all()
+    assert (BalancedMaskSource(4, MaskConfig(), 3).masks(64, 64) == m[:4]).all()
