@@ -66,23 +66,9 @@ def main(argv: list[str] | None = None) -> int:
     else:
         endpoint = args.endpoint_url
         if endpoint is None:
-            import os
-            import socket
+            from jobs.common import start_local_s3
 
-            from moto.server import ThreadedMotoServer
-
-            with socket.socket() as s:
-                s.bind(("127.0.0.1", 0))
-                port = s.getsockname()[1]
-            server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-            server.start()
-            endpoint = f"http://127.0.0.1:{port}"
-            os.environ.setdefault("AWS_ACCESS_KEY_ID", "bench")
-            os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "bench")
-            os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
-            import logging
-
-            logging.getLogger("werkzeug").setLevel(logging.WARNING)
+            server, endpoint = start_local_s3("bench")
         root = f"s3://bench-{uuid.uuid4().hex[:8]}"
         ensure_bucket(open_location(root, endpoint))
         args.endpoint_url = endpoint

@@ -28,7 +28,6 @@ import argparse
 import json
 import math
 import os
-import socket
 import sys
 import tempfile
 import time
@@ -149,17 +148,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.local:
         root = tmp.name
     else:
-        from moto.server import ThreadedMotoServer
+        from jobs.common import start_local_s3
 
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-        server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-        server.start()
-        endpoint = f"http://127.0.0.1:{port}"
-        for k, v in {"AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench", "AWS_DEFAULT_REGION": "us-east-1",
-                     "AWS_ENDPOINT_URL": endpoint}.items():
-            os.environ[k] = v
+        server, endpoint = start_local_s3("bench")
         root = "s3://bench-score"
         ensure_bucket(open_location(root, endpoint))
     try:

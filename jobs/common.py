@@ -9,6 +9,7 @@ import logging
 import os
 import re
 import sys
+from typing import Any
 
 # Settings a Ray worker needs to reach the same object store as the driver, forwarded
 # through the runtime env. Only non-secret ones: Ray writes a job's runtime env to its
@@ -188,3 +189,25 @@ def storage_errors(what: str, uri: str):
         fix = ("set credentials (AWS_PROFILE, ~/.aws/credentials or an instance role)" if "Credential" in name
                else "check --endpoint-url / AWS_ENDPOINT_URL and the network")
         raise ValueError(f"{what} {uri} cannot be read: {name}: {e}; {fix}") from e
+
+
+def start_local_s3(name: str = "local") -> tuple[Any, str]:
+    """An embedded S3-compatible server (moto) on a free port of 127.0.0.1, with
+    throwaway credentials (``name``) and ``AWS_ENDPOINT_URL`` set in this process's
+    environment, so Ray workers started afterwards reach it. Returns ``(server,
+    endpoint)``; ``server.stop()`` ends it. For the demo and benchmarks, never for
+    real data."""
+    import socket
+
+    from moto.server import ThreadedMotoServer
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    endpoint = f"http://127.0.0.1:{port}"
+    os.environ.update({"AWS_ACCESS_KEY_ID": name, "AWS_SECRET_ACCESS_KEY": name, "AWS_DEFAULT_REGION": "us-east-1",
+                       "AWS_ENDPOINT_URL": endpoint})
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)  # the server's per-request lines
+    return server, endpoint

@@ -14,15 +14,22 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
-import socket
 import sys
 import time
 from pathlib import Path
 
 from asd_core.config import parse_overrides, preset
 from asd_core.synth import ARCHIVE_SIZES, describe_size
-from jobs.common import HelpFormatter, add_set_arg, config_error, describe, init_ray, parse_machines, setup_logging
+from jobs.common import (
+    HelpFormatter,
+    add_set_arg,
+    config_error,
+    describe,
+    init_ray,
+    parse_machines,
+    setup_logging,
+    start_local_s3,
+)
 
 log = logging.getLogger("asd.demo")
 
@@ -33,13 +40,6 @@ SIZES = ARCHIVE_SIZES
 # few enough tiles per type that seven types train in minutes on two cores.
 CPU_OVERRIDES = {"epochs": 10, "max_train_tiles": 480, "n_masks": 16, "ae_epochs": 30}
 KINDS = ("unet", "baseline-ae", "knn")
-DEMO_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "demo", "AWS_SECRET_ACCESS_KEY": "demo", "AWS_DEFAULT_REGION": "us-east-1"}
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -64,7 +64,6 @@ def run_demo(
     kinds: list[str] | None = None,
 ) -> int:
     import torch
-    from moto.server import ThreadedMotoServer
 
     from asd_core.synth import MACHINE_TYPES, generate_archive
     from jobs.report import report
@@ -80,11 +79,7 @@ def run_demo(
     out_dir = Path(workdir).resolve()
     out_dir.mkdir(parents=True, exist_ok=True)
 
-    port = _free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    endpoint = f"http://127.0.0.1:{port}"
-    os.environ.update({**DEMO_CREDENTIALS, "AWS_ENDPOINT_URL": endpoint})
+    server, endpoint = start_local_s3("demo")
     data_uri, models_root = "s3://asd-demo-data/dcase2023", "s3://asd-demo-models"
     out_uri = str(out_dir / "out")
     t_all = time.perf_counter()
