@@ -391,3 +391,65 @@ def test_sigterm_leaves_the_training_manifest_stopped(tmp_path):
         if proc.poll() is None:
             proc.kill()
         subprocess.run(["rm", "-rf", tmp], check=False)
+
+
+# ---------------------------------------------------------------- the cluster workflow as documented
+def _port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@e2e
+def test_job_submit_reads_s3_with_the_nodes_credentials_and_no_secret_in_the_job(
+    s3_bucket, s3_endpoint, trained, tmp_path
+):
+    """The README's cluster workflow: `ray start --head` (token auth) on a node whose
+    credentials are in its own ~/.aws/credentials; `ray job submit` from a shell with no
+    AWS variables at all, passing only --endpoint-url. The driver and workers read and
+    write S3 through the node's credential chain; `ray job list` shows no secret."""
+    import tempfile
+
+    marker = f"NODESECRET{uuid.uuid4().hex}"
+    data = _write(f"{s3_bucket}/data", _good_clips("fan", 2), s3_endpoint)
+    models = _save_models(open_location(f"{s3_bucket}/models", s3_endpoint), trained, ["fan"])
+    node_home, submit_home = tmp_path / "node", tmp_path / "submit"
+    (node_home / ".aws").mkdir(parents=True)
+    submit_home.mkdir()
+    (node_home / ".aws" / "credentials").write_text(
+        f"[default]\naws_access_key_id = node\naws_secret_access_key = {marker}\n")
+    (node_home / ".aws" / "config").write_text("[default]\nregion = us-east-1\n")
+    bin_dir = str(Path(sys.executable).parent)
+    base = {k: v for k, v in os.environ.items() if not k.startswith(("RAY_", "AWS_"))}
+    base.update(PATH=f"{bin_dir}:{os.environ.get('PATH', '')}", PYTHONPATH=str(REPO), RAY_AUTH_MODE="token")
+    tmp = tempfile.mkdtemp(prefix="r", dir="/tmp")  # short: Ray's socket paths must fit 107 bytes
+    node_env = {**base, "HOME": str(node_home), "RAY_TMPDIR": tmp}
+    ray_bin = str(Path(bin_dir) / "ray")
+    dash = _port()
+
+    def run(args, env, timeout=300):
+        return subprocess.run([ray_bin, *args], env=env, capture_output=True, text=True, timeout=timeout)
+
+    try:
+        assert run(["get-auth-token", "--generate"], node_env).returncode == 0
+        token = (node_home / ".ray" / "auth_token").read_text().strip()
+        started = run(["start", "--head", f"--port={_port()}", f"--dashboard-port={dash}", "--num-cpus=2",
+                       "--dashboard-host=127.0.0.1", f"--temp-dir={tmp}"], node_env)
+        assert started.returncode == 0, started.stdout + started.stderr
+        submit_env = {**base, "HOME": str(submit_home), "RAY_AUTH_TOKEN": token,
+                      "RAY_ADDRESS": f"http://127.0.0.1:{dash}"}
+        job = run(["job", "submit", "--submission-id", "nightly1", "--",
+                   "python", "-m", "jobs.score", data, models, f"{s3_bucket}/out", "--masks", str(K),
+                   "--run-id", "sub1", "--endpoint-url", s3_endpoint, "--max-error-rate", "0"], submit_env, 600)
+        assert job.returncode == 0, job.stdout[-3000:] + job.stderr[-3000:]
+        assert "2 ok" in job.stdout
+        listing = run(["job", "list"], submit_env)
+        assert listing.returncode == 0 and "nightly1" in listing.stdout
+        assert marker not in listing.stdout + job.stdout + job.stderr
+        out = RunStore(open_location(f"{s3_bucket}/out", s3_endpoint))
+        assert out.record("sub1")["n_ok"] == 2
+    finally:
+        run(["stop", "--force"], node_env, 120)
+        subprocess.run(["rm", "-rf", tmp], check=False)
