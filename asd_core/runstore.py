@@ -124,7 +124,7 @@ class RunStore:
             return None
 
     def _write_json(self, path: str, obj: dict) -> None:
-        write_bytes(self.out, path, json.dumps(obj, indent=2, default=_json_default).encode())
+        write_bytes(self.out, path, json.dumps(obj, indent=2, default=json_default).encode())
 
     def _rm(self, path: str, recursive: bool = False) -> None:
         try:
@@ -347,20 +347,8 @@ def alert_summary(alerts: pa.Table) -> str:
     return f"{alerts.num_rows} clip{'s' if alerts.num_rows != 1 else ''} over threshold: {parts}"
 
 
-def latest_frame(table: pa.Table):
-    """A score table as pandas with nullable integer columns (a null ``decision`` stays
-    an integer column, not floats)."""
-    return table.to_pandas(types_mapper={pa.int8(): _pd().Int8Dtype(), pa.int32(): _pd().Int32Dtype(),
-                                         pa.int64(): _pd().Int64Dtype()}.get)
-
-
-def _pd():
-    import pandas as pd
-
-    return pd
-
-
-def _json_default(o: Any) -> Any:
+def json_default(o: Any) -> Any:
+    """``json.dumps`` default for run records and summaries: numpy numbers, NaN as null."""
     import math
 
     import numpy as np

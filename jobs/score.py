@@ -59,7 +59,7 @@ from asd_core.artifact import list_artifacts, read_meta
 from asd_core.catalog import ListedClip, list_clips, listing_problem, parse_only
 from asd_core.results import STATUS_ERROR, STATUS_OK
 from asd_core.runs import DEFAULT_LEASE_TTL_S, Lease, validate_run_id
-from asd_core.runstore import LATEST, LEASE, RunStore, alert_summary, write_table
+from asd_core.runstore import LATEST, LEASE, RunStore, alert_summary, json_default, write_table
 from asd_core.storage import Location, open_location, read_many, write_bytes
 
 log = logging.getLogger("jobs.score")
@@ -323,11 +323,6 @@ class ScoreActor:
 
 
 # ---------------------------------------------------------------- the job
-def published_runs(out: Location) -> list[dict[str, Any]]:
-    """Records of the published runs under ``out``, oldest first."""
-    return RunStore(out).runs()
-
-
 def run_scoring(
     data_uri: str,
     models_uri: str,
@@ -682,7 +677,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"asd score: {e}")
         return 2
     if args.json:
-        print(json.dumps(summary, default=_json_default))
+        print(json.dumps(summary, default=json_default))
     else:
         _print_summary(summary)
     if no_models:
@@ -742,12 +737,6 @@ def _print_summary(summary: dict[str, Any]) -> None:
     )
     if "alerts" in summary:
         print(f"{summary['alerts']} (alerts at {summary['alerts_uri']})")
-
-
-def _json_default(o: Any) -> Any:
-    if isinstance(o, float | np.floating):
-        return None if not math.isfinite(float(o)) else float(o)
-    return str(o)
 
 
 if __name__ == "__main__":
