@@ -1,11 +1,6 @@
-"""Configuration: one frozen dataclass per stage, defaults = the technical report.
-
-The report's Table 2 lists hop 256, window 124, FFT 400 and 80 mel bins *and* a
-64x64 spectrogram; those do not add up. We keep what the method needs (64 mel bands
-x 64 frames per tile, hop 256 so a tile covers ~1 s at 16 kHz and a 10-s clip gives
-9 tiles) and use a 1024-point FFT / window, which resolves the low harmonics of
-rotating machines that a 400-point FFT (40 Hz bins) smears. Every number stays a
-field, so the report's literal values remain reachable (``--set n_fft=400``).
+"""The whole configuration: the shared stages (:mod:`asd_core.stages`) and every
+registered model kind's own stage (:func:`asd_core.kinds.kind_stages`), presets, and
+``--set`` overrides by field name.
 
 Presets: ``report`` (the report's tables: width-64 U-Net, lr 1e-4, 100 epochs, mean
 masked MSE over 256 masks), ``default`` (what ``asd train`` uses: the report's network
@@ -21,114 +16,28 @@ import typing
 from dataclasses import dataclass, field
 from typing import Any
 
+from .kinds import DEFAULT_KIND, kind_stages
+from .stages import FeatureConfig, MaskConfig, ModelConfig, ScoreConfig, TrainConfig
 
-@dataclass(frozen=True)
-class FeatureConfig:
-    sample_rate: int = 16000  # Hz; every clip is resampled to this
-    n_fft: int = 1024
-    win_length: int = 1024
-    hop_length: int = 256  # 16 ms
-    n_mels: int = 64  # tile height
-    f_min: float = 0.0  # Hz
-    f_max: float = 8000.0  # Hz
-    freq_scale: str = "mel"  # "mel" (log-mel) or "linear" (log spectrogram in n_mels linear bands)
-    tile_frames: int = 64  # tile width in frames (~1.0 s)
-    train_tile_hop: int = 32  # frames between training tiles (overlap = more tiles)
-    score_tile_hop: int = 64  # frames between scoring tiles (no overlap)
-    min_seconds: float = 1.1  # shorter clips cannot give one tile: rejected
+__all__ = [
+    "ASDConfig", "DEFAULT_PRESET", "PRESETS", "FeatureConfig", "MaskConfig", "ModelConfig", "ScoreConfig",
+    "TrainConfig", "cpu_cost", "cpu_warning", "override_keys", "parse_overrides", "preset",
+]
 
 
-@dataclass(frozen=True)
-class MaskConfig:
-    patch: int = 8  # patch side in bins/frames
-    n_masked: int = 48  # of (64/8)^2 = 64 patches
-    fill: float = 0.0  # value of masked pixels (normalised space: the band mean)
-    # "patch": random patch x patch squares (the report); "freq": whole frequency
-    # stripes (patch bins tall, the tile's width), so a band is predicted from the
-    # other bands; "time": whole time stripes (patch frames wide), so frames are
-    # interpolated from their neighbours. Stripe modes hide the same share of the
-    # tile: round(n_masked / stripes) of the 64 / patch stripes.
-    mode: str = "patch"
+_STAGES: dict[str, type] = {
+    "features": FeatureConfig,
+    "masks": MaskConfig,
+    "model": ModelConfig,
+    "train": TrainConfig,
+    "score": ScoreConfig,
+    **kind_stages(),  # "ae", "knn": each kind's settings, from its folder
+}
 
 
 @dataclass(frozen=True)
-class ModelConfig:
-    kind: str = "unet"  # "unet", "baseline-ae" or "knn" (asd_core.kinds)
-    width: int = 64  # channels after ConvIn; the encoder doubles to 8*width (512 at 64)
-    leaky_slope: float = 0.01
-    # How the model runs (asd_core.runtime): bf16 autocast + channels_last measured
-    # 7x faster on an H200 than fp32 NCHW, same clip ranking; on the CPU bf16 is
-    # slower, so "auto" = bf16 on CUDA, fp32 on CPU; channels_last pays on both.
-    precision: str = "auto"  # "auto", "bf16" (autocast) or "fp32"
-    channels_last: bool = True
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    lr: float = 1e-4
-    epochs: int = 100
-    batch_size: int = 64
-    loss_mode: str = "masked"  # "masked" (report mode b) or "full" (mode a)
-    seed: int = 0
-    checkpoint_every: int = 5  # epochs between checkpoints (Ray Train)
-    max_train_tiles: int = 0  # 0 = all; >0 caps tiles per type (demos)
-    # Share of training tiles drawn from the target domain (its few clips repeated).
-    # With 990 source + 10 target clips the model otherwise learns only the source
-    # condition and target normals look anomalous. Measured on synthetic sets of
-    # 60 + 6 training clips, hmean(AUC(s), AUC(t), pAUC) at share 0 / 0.25 / 0.5:
-    # valve 0.58 / 0.76 / 0.81; at 0.25 / 0.5: slider 0.61 / 0.78, fan 0.64 / 0.72,
-    # bearing 0.60 / 0.60. 0 = train on the clips as listed.
-    target_share: float = 0.5
-
-
-@dataclass(frozen=True)
-class ScoreConfig:
-    n_masks: int = 256  # masks per tile
-    mask_seed: int = 1234
-    mask_schedule: str = "random"  # "random" (the report) or "balanced" (every patch hidden equally often)
-    forward_batch: int = 256  # (tile, mask) pairs per forward pass
-    threshold_quantile: float = 0.9  # of the gamma fitted to training scores
-    threshold_max_clips: int = 200  # training clips scored to fit the threshold (0 = all)
-    # U-Net clip score (asd_core.kinds.unet): "mse" = the report's mean masked MSE;
-    # "knn_err" / "knn_enc" = k nearest training clips in error-profile / encoder space.
-    rule: str = "mse"
-    rule_k: int = 5  # neighbours for the knn_* rules
-
-
-@dataclass(frozen=True)
-class BaselineAEConfig:
-    """The official DCASE 2023 Task 2 autoencoder baseline (model kind ``baseline-ae``)."""
-
-    ae_sample_rate: int = 16000
-    ae_n_mels: int = 128
-    ae_n_fft: int = 1024
-    ae_hop: int = 512
-    ae_frames: int = 5  # consecutive frames per vector: 5 x 128 = 640 dims
-    ae_hidden: int = 128
-    ae_code: int = 8
-    ae_lr: float = 1e-3
-    ae_batch_size: int = 256
-    ae_epochs: int = 100
-    ae_score: str = "mahalanobis"  # "mahalanobis" or "mse"
-
-
-@dataclass(frozen=True)
-class KnnConfig:
-    """Nearest-neighbour reference on log-mel statistics (model kind ``knn``)."""
-
-    knn_k: int = 5
-    knn_level: str = "clip"  # "clip": per-band mean and std; "frame": also short events
-
-
-@dataclass(frozen=True)
-class ASDConfig:
-    features: FeatureConfig = field(default_factory=FeatureConfig)
-    masks: MaskConfig = field(default_factory=MaskConfig)
-    model: ModelConfig = field(default_factory=ModelConfig)
-    train: TrainConfig = field(default_factory=TrainConfig)
-    score: ScoreConfig = field(default_factory=ScoreConfig)
-    ae: BaselineAEConfig = field(default_factory=BaselineAEConfig)
-    knn: KnnConfig = field(default_factory=KnnConfig)
+class _ConfigMethods:
+    """What :class:`ASDConfig` can do; its fields are the stages."""
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -143,7 +52,7 @@ class ASDConfig:
             sub_cls = _STAGES[f.name]
             known = {sf.name for sf in dataclasses.fields(sub_cls)}
             kwargs[f.name] = sub_cls(**{k: v for k, v in d.get(f.name, {}).items() if k in known})
-        return cls(**kwargs)
+        return cls(**kwargs)  # type: ignore[call-arg]
 
     def override(self, overrides: dict[str, Any]) -> ASDConfig:
         """Return a copy with fields replaced by name.
@@ -158,18 +67,19 @@ class ASDConfig:
             stage = stages[stage_name]
             ftype = _field_types(type(stage))[fname]
             stages[stage_name] = dataclasses.replace(stage, **{fname: _coerce(raw, ftype, key)})
-        return ASDConfig(**stages)
+        return type(self)(**stages)
 
 
-_STAGES: dict[str, type] = {
-    "features": FeatureConfig,
-    "masks": MaskConfig,
-    "model": ModelConfig,
-    "train": TrainConfig,
-    "score": ScoreConfig,
-    "ae": BaselineAEConfig,
-    "knn": KnnConfig,
-}
+# One frozen dataclass with a field per stage (``cfg.features``, ..., ``cfg.knn``): a
+# kind's stage arrives with its registration, so adding a kind edits nothing here.
+ASDConfig = dataclasses.make_dataclass(
+    "ASDConfig",
+    [(name, cls, field(default_factory=cls)) for name, cls in _STAGES.items()],
+    bases=(_ConfigMethods,),
+    frozen=True,
+)
+ASDConfig.__module__ = __name__  # pickles as asd_core.config.ASDConfig
+ASDConfig.__doc__ = "The whole configuration: one frozen dataclass per stage (see :data:`_STAGES`)."
 
 
 def _field_types(cls: type) -> dict[str, type]:
@@ -246,7 +156,7 @@ def cpu_cost(cfg: ASDConfig, n_clips: int = 1000) -> dict[str, float] | None:
     """Rough CPU cost of a U-Net config (None for the other kinds, which take seconds
     to minutes): core-hours to train one machine type of ``n_clips`` 10-s clips
     (a training step ~3 forwards) and core-seconds to score one 10-s clip."""
-    if cfg.model.kind != "unet":
+    if cfg.model.kind != "unet":  # the cost model is the U-Net's
         return None
     gflop = UNET_GFLOP_AT_64 * (cfg.model.width / 64) ** 2
     tiles = n_clips * TRAIN_TILES_PER_CLIP
@@ -263,7 +173,7 @@ def cpu_warning(cfg: ASDConfig, gpus_per_worker: float, cuda_available: bool) ->
     cost = cpu_cost(cfg)
     if gpus_per_worker > 0 or cost is None or cost["train_core_hours"] < BIG_ON_CPU_CORE_HOURS:
         return None
-    tiny = cpu_cost(PRESETS["tiny"].override({"model.kind": "unet"}))
+    tiny = cpu_cost(PRESETS["tiny"].override({"model.kind": DEFAULT_KIND}))
     assert tiny is not None
     where = (
         "this machine has a GPU, but --gpus-per-worker is 0, so training runs on CPUs"

@@ -1,4 +1,4 @@
-"""The method end to end on one machine: archive listing, training a machine type,
+"""The method end to end on one machine: training a machine type's model of any kind,
 and a :class:`Scorer` that routes clips to their type's model.
 
 The Ray jobs call exactly these functions inside their workers and actors.
@@ -6,7 +6,7 @@ The Ray jobs call exactly these functions inside their workers and actors.
 
 from __future__ import annotations
 
-import math
+import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
@@ -16,38 +16,13 @@ import torch
 from .artifact import Artifact, load_artifact
 from .audio import decode
 from .config import ASDConfig
-from .kinds import Fitted, fit_kind, get_kind
+from .kinds import Fitted, get_kind
+from .kinds.base import run_epochs
+from .runtime import prepare_model
 from .storage import Location
 
 
 # ---------------------------------------------------------------- training
-def domain_repeats(domains: Sequence[str | None], target_share: float) -> list[int]:
-    """How often to repeat each training clip so that target-domain clips make up at
-    least ``target_share`` of them (source and unknown domains once each)."""
-    n_t = sum(d == "target" for d in domains)
-    n_other = len(domains) - n_t
-    if n_t == 0 or n_other == 0 or target_share <= 0:
-        return [1] * len(domains)
-    r = max(1, math.ceil(target_share * n_other / ((1.0 - target_share) * n_t)))
-    return [r if d == "target" else 1 for d in domains]
-
-
-def cap_tiles(tiles: torch.Tensor, max_tiles: int, seed: int) -> torch.Tensor:
-    if max_tiles and tiles.shape[0] > max_tiles:
-        g = torch.Generator().manual_seed(seed)
-        return tiles[torch.randperm(tiles.shape[0], generator=g)[:max_tiles]]
-    return tiles
-
-
-def threshold_clip_indices(n_clips: int, cfg: ASDConfig) -> list[int]:
-    """Which of ``n_clips`` training clips are scored to fit the threshold (at most
-    ``score.threshold_max_clips``, a seeded draw)."""
-    cap = cfg.score.threshold_max_clips
-    if cap and n_clips > cap:
-        return sorted(np.random.default_rng(cfg.train.seed).choice(n_clips, cap, replace=False).tolist())
-    return list(range(n_clips))
-
-
 @dataclass
 class TrainedType:
     """One machine type's model, trained in this process."""
@@ -76,7 +51,38 @@ def train_type(
     """Train one machine type's model of kind ``cfg.model.kind`` on its normal training
     clips (single process). ``domains`` (``"source"``/``"target"``/None per clip)
     enables domain balancing and per-domain statistics."""
-    fitted, summary = fit_kind(wavs, cfg, domains=domains, device=device, on_epoch=on_epoch)
+    t0 = time.perf_counter()
+    kind = get_kind(cfg.model.kind)
+    doms = list(domains) if domains is not None else [None] * len(wavs)
+    prep = kind.assemble([kind.clip_rows(w, cfg) for w in wavs], doms, cfg)
+    torch.manual_seed(cfg.train.seed)  # same initial weights as a Ray Train worker's
+    model = kind.build(cfg)
+    losses: list[float] = []
+    t1 = time.perf_counter()
+    if model is not None:
+        prepare_model(model.to(device), cfg.model.channels_last)
+        data = torch.from_numpy(np.asarray(prep.train_data, dtype=np.float32))
+        opt = kind.optimizer(model, cfg)
+
+        def each(epoch: int, loss: float, seconds: float) -> None:
+            losses.append(loss)
+            if on_epoch:
+                on_epoch(epoch, loss)
+
+        run_epochs(kind, model, data, opt, cfg, device=device, on_epoch=each)
+        model.eval()
+    t_train = time.perf_counter() - t1
+    fitted = kind.finalize(model, prep, cfg)
+    scores = fitted.train_scores
+    summary = {
+        "n_clips": len(wavs),
+        "n_train_rows": int(prep.train_data.shape[0]),
+        "losses": losses,
+        "train_seconds": t_train,
+        "total_seconds": time.perf_counter() - t0,
+        "train_score_mean": float(np.nanmean(scores)) if len(scores) else float("nan"),
+        "train_score_std": float(np.nanstd(scores)) if len(scores) else float("nan"),
+    }
     return TrainedType(fitted, cfg, summary)
 
 

@@ -9,12 +9,13 @@ changed.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
-from .config import FeatureConfig
+from .stages import FeatureConfig
 
 _EPS_POWER = 1e-10  # floor of the mel power before log: -100 dB
 
@@ -137,3 +138,22 @@ class Normalizer:
     @classmethod
     def from_dict(cls, d: dict[str, list[float]]) -> Normalizer:
         return cls(np.asarray(d["mean"], dtype=np.float32), np.asarray(d["std"], dtype=np.float32))
+
+
+def fit_normalizer(tiles: Sequence[torch.Tensor], min_std: float = 1e-3) -> Normalizer:
+    """:meth:`Normalizer.fit` over a list of ``[N_i, n_mels, frames]`` tiles without
+    concatenating them (two passes in float64; same mean and unbiased std)."""
+    tiles = [t for t in tiles if t.shape[0] > 0]
+    if not tiles:
+        raise ValueError("need at least one tile to fit the normaliser")
+    n_mels = tiles[0].shape[1]
+    count = sum(t.shape[0] * t.shape[2] for t in tiles)
+    total = torch.zeros(n_mels, dtype=torch.float64)
+    for t in tiles:
+        total += t.to(torch.float64).sum(dim=(0, 2))
+    mean = total / count
+    sq = torch.zeros(n_mels, dtype=torch.float64)
+    for t in tiles:
+        sq += ((t.to(torch.float64) - mean[None, :, None]) ** 2).sum(dim=(0, 2))
+    std = (sq / max(count - 1, 1)).sqrt().clamp_min(min_std)
+    return Normalizer(mean.numpy().astype(np.float32), std.numpy().astype(np.float32))

@@ -120,16 +120,6 @@ def is_final(status: str, error_reason: str | None) -> bool:
     return status == STATUS_OK or (error_reason or "") not in TRANSIENT_REASONS
 
 
-def latest_per_path(tables: Sequence[pa.Table]) -> list[dict]:
-    """Score rows of ``tables`` (oldest first) as dicts, keeping each path's last row."""
-    last: dict[str, dict] = {}
-    for t in tables:
-        for r in conform(t).to_pylist():
-            last.pop(r["path"], None)
-            last[r["path"]] = r
-    return list(last.values())
-
-
 # ---------------------------------------------------------------- ground truth
 _GT_NAME = re.compile(r"^ground_truth_(?P<machine>.+)_section_(?P<section>\d{2})_test\.csv$")
 
@@ -403,19 +393,3 @@ def submission_files(df: pd.DataFrame) -> dict[str, str]:
             "submission: %d error clip(s) written with their section's highest score and decision 1", n_filled
         )
     return out
-
-
-# ---------------------------------------------------------------- plots
-# The plots live in asd_core.plots; these names stay importable from here.
-def plot_roc(df: pd.DataFrame, machine_type: str, run_id: str | None = None) -> bytes:
-    """PNG of the ROC curves of one machine type (:func:`asd_core.plots.roc_figure`)."""
-    from .plots import plot_roc as plot
-
-    return plot(df, machine_type, run_id)
-
-
-def plot_histogram(df: pd.DataFrame, machine_type: str, run_id: str | None = None, log: bool | None = None) -> bytes:
-    """PNG of the score histograms of one machine type (:func:`asd_core.plots.histogram_figure`)."""
-    from .plots import plot_histogram as plot
-
-    return plot(df, machine_type, run_id, log)

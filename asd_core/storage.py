@@ -47,10 +47,6 @@ def endpoint_from_env() -> str | None:
     return os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL") or None
 
 
-def is_remote(uri: str) -> bool:
-    return uri.startswith("s3://")
-
-
 def open_location(uri: str, endpoint_url: str | None = None) -> Location:
     """Resolve ``uri`` to a :class:`Location`.
 

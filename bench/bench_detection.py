@@ -19,9 +19,10 @@ from sklearn.metrics import roc_auc_score
 
 from asd_core.config import parse_overrides, preset
 from asd_core.detector import Scorer, train_type
+from asd_core.kinds.knn.reference import clip_features
+from asd_core.kinds.unet.scoring import score_tiles
 from asd_core.metrics import section_metrics
-from asd_core.reference import clip_features, knn_scores
-from asd_core.scoring import score_tiles
+from asd_core.neighbours import NeighbourBank
 from asd_core.synth import plan_archive, render_plan
 
 DEFAULTS = {"epochs": 12, "max_train_tiles": 600}  # the in-process settings of the README's table
@@ -69,7 +70,8 @@ def main(argv: list[str] | None = None) -> int:
     d = np.array([q.name.domain for q in test])
     report("mean", test, y, d, np.array([t.mean() for t in per_tile]))
     report("max", test, y, d, np.array([t.max() for t in per_tile]))
-    ref = knn_scores(np.stack([clip_features(w) for w in w_train]), np.stack([clip_features(w) for w in w_test]))
+    ref = NeighbourBank.fit(np.stack([clip_features(w) for w in w_train]), k=5).score(
+        np.stack([clip_features(w) for w in w_test]))
     report("knn-ref", test, y, d, ref)
     return 0
 

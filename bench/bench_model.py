@@ -21,9 +21,9 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from asd_core.config import preset
+from asd_core.kinds.unet.network import UNet, count_parameters
+from asd_core.kinds.unet.scoring import score_tiles
 from asd_core.runtime import autocast, prepare_input, prepare_model
-from asd_core.scoring import score_tiles
-from asd_core.unet import UNet, count_parameters
 
 H200_BF16_PEAK_TFLOPS = 790.0
 
@@ -58,7 +58,7 @@ def flops_per_forward(model: torch.nn.Module) -> float:
 
 def scoring_clips_per_second(model, device, n_masks, forward_batch, precision, channels_last, seconds) -> float:
     """The scoring kernel on 10-s clips (9 tiles) with ``n_masks`` masks each."""
-    from asd_core.kinds.unet import scoring_masks
+    from asd_core.kinds.unet.kind import scoring_masks
 
     cfg = preset("report", {"n_masks": n_masks})
     masks = scoring_masks(cfg, device=device)

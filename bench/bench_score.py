@@ -45,8 +45,8 @@ from asd_core.dcase import ClipName  # noqa: E402
 from asd_core.detector import Scorer  # noqa: E402
 from asd_core.features import Normalizer, clip_tiles  # noqa: E402
 from asd_core.kinds import Fitted  # noqa: E402
+from asd_core.kinds.unet.network import UNet  # noqa: E402
 from asd_core.storage import ensure_bucket, open_location, write_bytes  # noqa: E402
-from asd_core.unet import UNet  # noqa: E402
 
 MT = "bench"
 SR = 16000

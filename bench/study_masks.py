@@ -34,11 +34,11 @@ from scipy.stats import spearmanr
 
 from asd_core.config import parse_overrides, preset
 from asd_core.detector import Scorer, train_type
-from asd_core.kinds.unet import error_profiles
-from asd_core.masks import BalancedMaskSource, RandomMaskSource
+from asd_core.kinds.unet.kind import error_profiles
+from asd_core.kinds.unet.masks import BalancedMaskSource, RandomMaskSource
+from asd_core.kinds.unet.scoring import per_clip_mean, score_tiles
 from asd_core.metrics import section_metrics
 from asd_core.neighbours import DomainBanks
-from asd_core.scoring import per_clip_mean, score_tiles
 from asd_core.synth import MACHINE_TYPES, plan_archive, render_plan
 
 STUDY_DEFAULTS = {"epochs": 10, "max_train_tiles": 1500, "precision": "fp32"}  # as bench.study_unet

@@ -39,13 +39,13 @@ import torch
 
 from asd_core.config import parse_overrides, preset
 from asd_core.detector import Scorer, train_type
-from asd_core.kinds.unet import error_profiles
-from asd_core.masks import RandomMaskSource
+from asd_core.kinds.knn.reference import clip_features
+from asd_core.kinds.unet.kind import error_profiles
+from asd_core.kinds.unet.masks import RandomMaskSource
+from asd_core.kinds.unet.scoring import score_tiles
 from asd_core.metrics import section_metrics
 from asd_core.neighbours import DomainBanks, NeighbourBank
-from asd_core.reference import clip_features
 from asd_core.runtime import autocast, prepare_input
-from asd_core.scoring import score_tiles
 from asd_core.synth import MACHINE_TYPES, plan_archive, render_plan
 
 STUDY_DEFAULTS = {"epochs": 10, "max_train_tiles": 1500, "precision": "fp32"}

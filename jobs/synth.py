@@ -12,7 +12,8 @@ import argparse
 import json
 import sys
 
-from asd_core.reference import evaluate_reference, format_table
+from asd_core.kinds.knn.reference import evaluate_reference
+from asd_core.results import format_table
 from asd_core.synth import ARCHIVE_SIZES, MACHINE_TYPES, describe_size, generate_archive
 from jobs.common import HelpFormatter
 
@@ -75,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
     print(json.dumps({k: (round(v, 2) if isinstance(v, float) else v) for k, v in summary.items()}))
     if args.reference:
         rows = evaluate_reference(args.out_uri, machines=machines, endpoint_url=args.endpoint_url)
-        print(format_table(rows))
+        print(format_table([r["metrics"] for r in rows]))
     return 0
 
 

@@ -4,7 +4,7 @@ import torch
 
 from asd_core.config import FeatureConfig, MaskConfig
 from asd_core.features import Normalizer, clip_tiles, log_mel, tile
-from asd_core.masks import RandomMaskSource, random_masks
+from asd_core.kinds.unet.masks import RandomMaskSource, random_masks
 
 from .signals import harmonic_tone
 
@@ -79,7 +79,7 @@ def test_balanced_masks_every_cycle_new_and_even():
     """8 balanced masks: two cycles with different patch orders, each hiding every patch
     3 times, together 6 times; the first cycle is the 4-mask set."""
     from asd_core.config import MaskConfig
-    from asd_core.masks import BalancedMaskSource
+    from asd_core.kinds.unet.masks import BalancedMaskSource
 
     m = BalancedMaskSource(8, MaskConfig(), 3).masks(64, 64)
     patches = m[:, ::8, ::8].reshape(8, 64).int()

@@ -11,11 +11,12 @@ from sklearn.metrics import roc_auc_score
 from torch import nn
 
 from asd_core.artifact import load_artifact, save_artifact
-from asd_core.baseline_ae import BaselineAE, ae_scores, frame_vectors
-from asd_core.config import BaselineAEConfig, preset
+from asd_core.config import preset
 from asd_core.detector import Scorer, train_type
 from asd_core.kinds import KINDS, get_kind
-from asd_core.kinds.knn import clip_statistics
+from asd_core.kinds.baseline_ae.config import BaselineAEConfig
+from asd_core.kinds.baseline_ae.network import BaselineAE, ae_scores, frame_vectors
+from asd_core.kinds.knn.features import clip_statistics
 
 from .signals import ANOMALIES, harmonic_tone
 
@@ -126,8 +127,8 @@ def test_knn_score_equals_hand_computation_on_three_clips(tmp_path):
     query = harmonic_tone(rng, 2.0, f0=260.0)
     got = scorer.score_wav("hum", query).score
 
-    feats = np.stack([clip_statistics(w, cfg)[0].numpy() for w in train]).astype(np.float64)
-    q = clip_statistics(query, cfg)[0].numpy().astype(np.float64)
+    feats = np.stack([clip_statistics(w, cfg.features)[0].numpy() for w in train]).astype(np.float64)
+    q = clip_statistics(query, cfg.features)[0].numpy().astype(np.float64)
     mu, sd = feats.mean(0), np.maximum(feats.std(0), 1e-6)  # population std
     dists = np.sort([np.linalg.norm((q - mu) / sd - (f - mu) / sd) for f in feats])
     assert got == pytest.approx(dists[:2].mean(), rel=1e-4)

@@ -71,7 +71,7 @@ def test_artifact_refuses_other_feature_config(trained, tmp_path):
 
 
 def test_domain_repeats_balance_target_clips():
-    from asd_core.detector import domain_repeats
+    from asd_core.kinds.base import domain_repeats
 
     reps = domain_repeats(["source"] * 990 + ["target"] * 10, 0.25)
     assert reps[:990] == [1] * 990 and set(reps[990:]) == {33}  # 330 / (990 + 330) = 0.25

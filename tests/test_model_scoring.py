@@ -3,14 +3,21 @@ import pytest
 import torch
 
 from asd_core.config import MaskConfig, ModelConfig, preset
-from asd_core.masks import random_masks
-from asd_core.scoring import score_clips, score_tiles
-from asd_core.training import reconstruction_loss
-from asd_core.unet import UNet, build_model, count_parameters
+from asd_core.kinds import get_kind
+from asd_core.kinds.unet.masks import random_masks
+from asd_core.kinds.unet.network import UNet, count_parameters
+from asd_core.kinds.unet.scoring import per_clip_mean, score_tiles
+from asd_core.kinds.unet.training import reconstruction_loss
+
+
+def score_clips(model, clips, masks, forward_batch=256):
+    """The ``mse`` rule's clip scores: every clip's tiles scored together, averaged back per clip."""
+    counts = [int(t.shape[0]) for t in clips]
+    return per_clip_mean(score_tiles(model, torch.cat(clips), masks, forward_batch=forward_batch).numpy(), counts)
 
 
 def test_report_unet_shape_and_size():
-    model = build_model(preset("report").model).eval()
+    model = UNet(preset("report").model).eval()
     n = count_parameters(model)
     assert 16.5e6 < n < 17.5e6, n  # 17.3 M at width 64
     with torch.no_grad():
@@ -24,7 +31,7 @@ def test_report_unet_shape_and_size():
 
 def test_unknown_model_kind_rejected():
     with pytest.raises(ValueError):
-        build_model(ModelConfig(kind="transformer"))
+        get_kind("transformer")
 
 
 def test_masked_loss_ignores_visible_pixels():

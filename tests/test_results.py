@@ -6,11 +6,10 @@ from datetime import datetime, timezone
 
 import numpy as np
 import pandas as pd
-import pyarrow as pa
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from asd_core import results
+from asd_core import plots, results
 from asd_core.metrics import official_score
 
 
@@ -165,7 +164,7 @@ def test_table_and_plots():
     head = text.split("\n")[0]
     assert head.split("|")[0].strip() == "Machine" and "AUC(source)" in head and "pAUC" in head
     assert f"{100 * off:.2f}" in text and "ToyDrone" in text
-    for fn in (results.plot_roc, results.plot_histogram):
+    for fn in (plots.plot_roc, plots.plot_histogram):
         png = fn(df, "fan")
         assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 5000
 
@@ -174,8 +173,3 @@ def test_incremental_helpers():
     assert results.is_final("ok", None)
     assert results.is_final("error", "unreadable") and results.is_final("error", "no_model")
     assert not results.is_final("error", "read_failed")
-    a = results.to_table(_rows()[:3])
-    b = results.to_table([{**_rows()[0], "run_id": "r2"}])
-    latest = results.latest_per_path([a, b])
-    assert len(latest) == 3 and latest[-1]["run_id"] == "r2"
-    assert pa.Table.from_pylist(latest, schema=results.SCORE_SCHEMA).num_rows == 3

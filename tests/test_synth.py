@@ -12,7 +12,8 @@ from sklearn.metrics import roc_auc_score
 
 from asd_core import synth
 from asd_core.dcase import parse_path
-from asd_core.reference import clip_features, evaluate_reference, knn_scores
+from asd_core.kinds.knn.reference import clip_features, evaluate_reference
+from asd_core.neighbours import NeighbourBank
 from asd_core.storage import open_location
 
 TINY = {"train_source": 3, "train_target": 2, "test": 2, "seconds": 1.0}
@@ -181,6 +182,6 @@ def test_normal_vs_normal_is_chance():
 
     train = feats(1, 60)
     a, b = feats(2, 30), feats(3, 30)
-    scores = knn_scores(train, np.concatenate([a, b]))
+    scores = NeighbourBank.fit(train, k=5).score(np.concatenate([a, b]))
     auc = roc_auc_score(np.r_[np.zeros(30), np.ones(30)], scores)
     assert 0.35 <= auc <= 0.65, auc

@@ -29,11 +29,11 @@ from asd_core.audio import encode_wav
 from asd_core.catalog import list_archive
 from asd_core.config import preset
 from asd_core.dcase import ClipName
-from asd_core.features import Normalizer
+from asd_core.features import Normalizer, fit_normalizer
 from asd_core.kinds import get_kind
 from asd_core.runtime import prepare_model
 from asd_core.storage import open_location, write_bytes
-from asd_core.trainprep import fit_normalizer, prepare_type, select_training_clips
+from asd_core.trainprep import prepare_type, select_training_clips
 from tests.signals import harmonic_tone
 
 REPO = Path(__file__).resolve().parents[1]

@@ -6,7 +6,7 @@ power 2.0; 5 consecutive frames stacked into 640-d vectors, no input normalisati
 Model: dense encoder 640-128-128-128-128-8 and a mirrored decoder; every hidden layer
 is Linear + BatchNorm1d(momentum 0.01, eps 1e-3) + ReLU (the bottleneck too); the
 output layer is linear. Trained with Adam (lr 1e-3), batch 256, 100 epochs on shuffled
-frame vectors, MSE (the epochs and the covariances: :mod:`asd_core.kinds.baseline_ae`).
+frame vectors, MSE (the epochs and the covariances: :mod:`.kind`).
 
 Scores of a clip:
 

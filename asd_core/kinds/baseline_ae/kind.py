@@ -1,5 +1,5 @@
 """The official DCASE 2023 Task 2 autoencoder baseline as a model kind
-(network, features and scores: :mod:`asd_core.baseline_ae`). ``ae.ae_score`` picks
+(network, features and scores: :mod:`.network`). ``ae.ae_score`` picks
 ``mahalanobis`` (default) or ``mse``."""
 
 from __future__ import annotations
@@ -7,18 +7,19 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 import torch
 from torch import nn
 
-from ..baseline_ae import BaselineAE, ae_scores, frame_vectors, residual_cov_inv
-from ..config import ASDConfig
-from ..detector import threshold_clip_indices
-from ..metrics import gamma_threshold
-from ..training import epoch_generator
-from . import ClipRows, Fitted, Prepared
+from ...metrics import gamma_threshold
+from ..base import ClipRows, Fitted, Prepared, epoch_generator, register_kind, threshold_clip_indices
+from .config import BaselineAEConfig
+from .network import BaselineAE, ae_scores, frame_vectors, residual_cov_inv
+
+if TYPE_CHECKING:
+    from ...config import ASDConfig
 
 SCORES = ("mahalanobis", "mse")
 
@@ -35,9 +36,11 @@ class _AEDetector:
         return np.array([ae_scores(self.model, self.cov_inv, c.float(), self.cfg.ae)[1 - self.which] for c in clips])
 
 
+@register_kind
 @dataclass(frozen=True)
 class BaselineAEKind:
     name: str = "baseline-ae"
+    config_stage: ClassVar[tuple[str, type] | None] = ("ae", BaselineAEConfig)
 
     def item_shape(self, cfg: ASDConfig) -> tuple[int, ...]:
         return (cfg.ae.ae_n_mels * cfg.ae.ae_frames,)

@@ -1,7 +1,7 @@
 """The nearest-neighbour reference kind: the floor every other model must beat.
 
 ``knn.knn_level = "clip"``: a clip is the mean and std over time of each log-mel band
-(2 x n_mels numbers, the features of :mod:`asd_core.features`); its score is the mean
+(2 x n_mels numbers, the features of :mod:`.features`); its score is the mean
 distance to the k nearest training clips after standardising on the training clips.
 ``"frame"``: a clip is its 0.25-s segments (mean log-mel per band); its score is the
 largest over its segments of the distance to the nearest training segments, so a
@@ -13,32 +13,21 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 import torch
 
-from ..config import ASDConfig
-from ..features import log_mel
-from ..metrics import gamma_threshold
-from ..neighbours import NeighbourBank
-from . import ClipRows, Fitted, Prepared
+from ...metrics import gamma_threshold
+from ...neighbours import NeighbourBank
+from ..base import ClipRows, Fitted, Prepared, register_kind
+from .config import KnnConfig
+from .features import clip_statistics, segments
 
-SEGMENT_FRAMES = 16  # 0.25 s at hop 256 / 16 kHz
+if TYPE_CHECKING:
+    from ...config import ASDConfig
+
 MAX_BANK_SEGMENTS = 50_000
-
-
-def clip_statistics(wav: np.ndarray, cfg: ASDConfig) -> torch.Tensor:
-    """``[T]`` -> ``[1, 2 * n_mels]``: per-band mean then std of the log-mel (dB)."""
-    m = log_mel(wav, cfg.features)
-    return torch.cat([m.mean(1), m.std(1, correction=0)])[None].float()
-
-
-def segments(wav: np.ndarray, cfg: ASDConfig) -> torch.Tensor:
-    """``[T]`` -> ``[n_segments, n_mels]`` mean log-mel of each 0.25-s segment."""
-    m = log_mel(wav, cfg.features)
-    n = m.shape[1] // SEGMENT_FRAMES
-    return m[:, : n * SEGMENT_FRAMES].reshape(m.shape[0], n, SEGMENT_FRAMES).mean(-1).T.contiguous()
 
 
 class _KnnDetector:
@@ -54,18 +43,20 @@ class _KnnDetector:
         return out
 
 
+@register_kind
 @dataclass(frozen=True)
 class KnnKind:
     name: str = "knn"
+    config_stage: ClassVar[tuple[str, type] | None] = ("knn", KnnConfig)
 
     def item_shape(self, cfg: ASDConfig) -> tuple[int, ...]:
         return (cfg.features.n_mels if cfg.knn.knn_level == "frame" else 2 * cfg.features.n_mels,)
 
     def _rows(self, wav: np.ndarray, cfg: ASDConfig) -> torch.Tensor:
         if cfg.knn.knn_level == "clip":
-            return clip_statistics(wav, cfg)
+            return clip_statistics(wav, cfg.features)
         if cfg.knn.knn_level == "frame":
-            return segments(wav, cfg)
+            return segments(wav, cfg.features)
         raise ValueError(f"knn.knn_level must be 'clip' or 'frame', got {cfg.knn.knn_level!r}")
 
     def clip_rows(self, wav: np.ndarray, cfg: ASDConfig) -> ClipRows:

@@ -24,8 +24,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from ...runtime import autocast, prepare_input
 from .masks import apply_mask
-from .runtime import autocast, prepare_input
 
 
 @torch.inference_mode()
@@ -73,36 +73,6 @@ def score_tiles(
         return scores
     hidden = masks.sum(0).to(torch.float32).clamp_min(1.0)  # [H, W]: masks hiding each pixel
     return scores, (maps / hidden).cpu()
-
-
-def score_clips(
-    model: nn.Module,
-    clip_tiles: Sequence[torch.Tensor],
-    masks: torch.Tensor,
-    *,
-    forward_batch: int = 256,
-    fill: float = 0.0,
-    precision: str = "fp32",
-    channels_last: bool = False,
-) -> np.ndarray:
-    """Clip scores ``[C]`` for a list of per-clip normalised tiles ``[N_c, H, W]``.
-
-    Tiles of all clips are scored together (fuller forward batches) and averaged back
-    per clip. A clip with no tiles gets NaN.
-    """
-    counts = [int(t.shape[0]) for t in clip_tiles]
-    if not counts:
-        return np.zeros(0)
-    per_tile = score_tiles(
-        model,
-        torch.cat(list(clip_tiles)),
-        masks,
-        forward_batch=forward_batch,
-        fill=fill,
-        precision=precision,
-        channels_last=channels_last,
-    )
-    return per_clip_mean(per_tile.numpy(), counts)
 
 
 def per_clip_mean(per_tile: np.ndarray, counts: Sequence[int]) -> np.ndarray:

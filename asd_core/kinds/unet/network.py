@@ -17,7 +17,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .config import ModelConfig
+from ...stages import ModelConfig
 
 
 def _conv_bn_relu(c_in: int, c_out: int) -> list[nn.Module]:
@@ -93,12 +93,6 @@ class UNet(nn.Module):
         for up, skip in zip(self.ups, reversed(skips[:4]), strict=True):
             h = up(h, skip)  # (4w,8) (2w,16) (w,32) (w,64)
         return self.conv_out(h)
-
-
-def build_model(cfg: ModelConfig) -> nn.Module:
-    if cfg.kind != "unet":
-        raise ValueError(f"unknown model kind {cfg.kind!r}")
-    return UNet(cfg)
 
 
 def count_parameters(model: nn.Module) -> int:

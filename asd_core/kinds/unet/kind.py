@@ -20,23 +20,24 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 import torch
 from torch import nn
 
-from ..config import ASDConfig
-from ..detector import cap_tiles, domain_repeats, threshold_clip_indices
-from ..features import Normalizer, clip_tiles
-from ..masks import mask_source
-from ..metrics import gamma_threshold
-from ..neighbours import DomainBanks
-from ..runtime import autocast, prepare_input, prepare_model
-from ..scoring import per_clip_mean, score_tiles
-from ..training import train_epoch
-from ..unet import UNet
-from . import ClipRows, Fitted, Prepared
+from ...features import Normalizer, clip_tiles, fit_normalizer
+from ...metrics import gamma_threshold
+from ...neighbours import DomainBanks
+from ...runtime import autocast, prepare_input, prepare_model
+from ..base import ClipRows, Fitted, Prepared, cap_rows, domain_repeats, register_kind, threshold_clip_indices
+from .masks import mask_source
+from .network import UNet
+from .scoring import per_clip_mean, score_tiles
+from .training import train_epoch
+
+if TYPE_CHECKING:
+    from ...config import ASDConfig
 
 RULES = ("mse", "knn_err", "knn_enc")
 log = logging.getLogger(__name__)
@@ -117,9 +118,11 @@ class _UNetDetector:
         return out
 
 
+@register_kind
 @dataclass(frozen=True)
 class UNetKind:
     name: str = "unet"
+    config_stage: ClassVar[tuple[str, type] | None] = None  # the shared stages are the U-Net's
 
     def item_shape(self, cfg: ASDConfig) -> tuple[int, ...]:
         return (cfg.features.n_mels, cfg.features.tile_frames)
@@ -128,8 +131,6 @@ class UNetKind:
         return ClipRows(clip_tiles(wav, cfg.features, train=True), clip_tiles(wav, cfg.features, train=False))
 
     def assemble(self, clips: list[ClipRows], domains: list[str | None], cfg: ASDConfig) -> Prepared:
-        from ..trainprep import fit_normalizer
-
         clips_doms = [(c, d) for c, d in zip(clips, domains, strict=True) if c.train.shape[0] > 0]
         if not clips_doms:
             raise ValueError("no training tiles: no clip is long enough for one tile")
@@ -145,7 +146,7 @@ class UNetKind:
             for _ in range(r):
                 out[pos : pos + z.shape[0]] = z
                 pos += z.shape[0]
-        tiles = cap_tiles(torch.from_numpy(out), cfg.train.max_train_tiles, cfg.train.seed).numpy()
+        tiles = cap_rows(torch.from_numpy(out), cfg.train.max_train_tiles, cfg.train.seed).numpy()
         return Prepared(
             np.ascontiguousarray(tiles),
             [normalizer(c.score) for c in clips],

@@ -13,9 +13,10 @@ import math
 import torch
 from torch import nn
 
-from .config import MaskConfig, TrainConfig
+from ...runtime import autocast, prepare_input
+from ...stages import MaskConfig, TrainConfig
+from ..base import epoch_generator
 from .masks import apply_mask, random_masks
-from .runtime import autocast, prepare_input
 
 
 def reconstruction_loss(recon: torch.Tensor, target: torch.Tensor, mask: torch.Tensor, mode: str) -> torch.Tensor:
@@ -31,11 +32,6 @@ def reconstruction_loss(recon: torch.Tensor, target: torch.Tensor, mask: torch.T
     if mode == "full":
         return sq.mean()
     raise ValueError(f"loss_mode must be 'masked' or 'full', got {mode!r}")
-
-
-def epoch_generator(seed: int, epoch: int) -> torch.Generator:
-    # Fresh masks and order every epoch, identical on every rank.
-    return torch.Generator().manual_seed(seed * 1_000_003 + epoch)
 
 
 def train_epoch(

@@ -16,7 +16,7 @@ from typing import Protocol
 
 import torch
 
-from .config import MaskConfig
+from ...stages import MaskConfig
 
 
 def patch_grid(height: int, width: int, patch: int) -> tuple[int, int]:

@@ -1,0 +1,1 @@
+from .kind import KIND  # noqa: F401  registers the kind
