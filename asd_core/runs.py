@@ -36,6 +36,13 @@ def validate_run_id(run_id: str, what: str = "run id") -> str:
     return run_id
 
 
+def new_run_id() -> str:
+    """``20260124T021500Z-1a2b3c``: sortable by start time, unique (scoring and training runs)."""
+    import uuid
+
+    return f"{datetime.now(timezone.utc):%Y%m%dT%H%M%SZ}-{uuid.uuid4().hex[:6]}"
+
+
 class LeaseHeld(RuntimeError):
     """Another run holds the lease."""
 

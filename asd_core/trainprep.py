@@ -51,12 +51,9 @@ class PreparedType:
     skipped: list[tuple[str, str]] = field(default_factory=list)
 
     @property
-    def tiles(self) -> np.ndarray:
+    def train_rows(self) -> np.ndarray:
+        """What the epochs iterate over (the U-Net's tiles, the autoencoder's frame vectors)."""
         return self.prepared.train_data
-
-    @property
-    def n_tiles_total(self) -> int:
-        return self.prepared.n_rows_total
 
 
 def select_training_clips(

@@ -26,6 +26,14 @@ _FORWARD_ENV = (
 )
 
 
+def cpus_per_worker_to_fit(n_workers_total: int) -> float:
+    """Fractional CPUs so that every worker of every type fits at once (at most 1 each)."""
+    import ray
+
+    cpus = float(ray.cluster_resources().get("CPU", 1.0))
+    return max(0.05, min(1.0, round(cpus / max(n_workers_total, 1) * 0.9, 2)))
+
+
 class ResourcesUnavailable(RuntimeError):
     """The cluster cannot provide what a job asks for, now or after autoscaling."""
 
@@ -163,6 +171,12 @@ def ray_session(address: str | None, endpoint_url: str | None = None):
             ray.shutdown()
 
 
+def log_to_stderr() -> None:
+    """Ray worker processes start without a root handler; give them one."""
+    if not logging.getLogger().handlers:
+        setup_logging()
+
+
 def setup_logging(verbose: bool = False) -> None:
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.INFO,
@@ -211,3 +225,23 @@ def start_local_s3(name: str = "local") -> tuple[Any, str]:
                        "AWS_ENDPOINT_URL": endpoint})
     logging.getLogger("werkzeug").setLevel(logging.WARNING)  # the server's per-request lines
     return server, endpoint
+
+
+@contextlib.contextmanager
+def stop_on_sigterm():
+    """`ray job stop` sends SIGTERM: turn it into KeyboardInterrupt so a run
+    records that it stopped on the way out (Python's default would just die)."""
+    import signal
+    import threading
+
+    def stop(signum, frame):
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)

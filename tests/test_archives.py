@@ -298,9 +298,9 @@ def test_mimii_tree_through_pattern_and_a_manifest_with_bad_rows(ray_cluster, s3
     # training through the template leaves the abnormal clips out
     assert _cli("train", data.uri, models, "--pattern", pattern, "--model", "knn", "--preset", "tiny",
                 "--endpoint-url", s3_endpoint) == 0
-    from jobs.train import load_manifest
+    from asd_core.trainrun import read_record
 
-    manifest = load_manifest(models, None, s3_endpoint)
+    manifest = read_record(models, None, s3_endpoint)
     assert manifest["types"]["fan"]["n_clips"] == 12
     man = f"{bucket}/score.csv"
     rows = ["path,machine_type,section,label"]

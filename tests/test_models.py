@@ -29,6 +29,7 @@ from asd_core.dcase import ClipName
 from asd_core.detector import Scorer, train_type
 from asd_core.runstore import RunStore
 from asd_core.storage import ensure_bucket, open_location, write_bytes
+from asd_core.trainrun import read_record
 from jobs.cli import main as asd
 from tests.signals import SR, harmonic_tone
 
@@ -189,17 +190,16 @@ def rolled_back_run(ray_cluster, s3_endpoint, two_models, tmp_path_factory):
 def test_asd_train_twice_keeps_both_versions(ray_cluster, tmp_path, capsys):
     """The training job itself: a second `asd train` (more clips, so another model) adds
     a version and moves the pointer; the manifest's model id is the current one."""
-    from jobs import train
     from tests.test_train_job import write_type
 
     data, models = str(tmp_path / "data"), str(tmp_path / "models")
     write_type(data, "fan", seed=0, n=8)
     args = [data, models, "--model", "knn", "--preset", "tiny"]
     assert asd(["train", *args]) == 0
-    first = train.load_manifest(models)["types"]["fan"]["model_id"]
+    first = read_record(models)["types"]["fan"]["model_id"]
     write_type(data, "fan", seed=0, n=10)  # two more clips
     assert asd(["train", *args]) == 0
-    second = train.load_manifest(models)["types"]["fan"]["model_id"]
+    second = read_record(models)["types"]["fan"]["model_id"]
     assert first != second and read_meta(models, "fan")["model_id"] == second
     assert [(v["model_id"], v["current"], v["n_clips"]) for v in list_versions(models, "fan")] == [
         (first, False, 8), (second, True, 10)

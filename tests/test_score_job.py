@@ -411,7 +411,7 @@ def test_stages_without_ray_error_rows_and_batch_independence(tmp_path, local_mo
     import pyarrow as pa
 
     from asd_core.catalog import list_archive
-    from jobs.score import ScoreActor, clip_items, fetch_decode, model_index
+    from asd_core.pipeline import ScoreActor, clip_items, fetch_decode, model_index
 
     clips = {**_test_clips("fan", TYPES["fan"], seed=3), **_test_clips("ToyTank", TYPES["ToyTank"], seed=4),
              **_bad_clips()}

@@ -34,6 +34,7 @@ from asd_core.kinds import get_kind
 from asd_core.runtime import prepare_model
 from asd_core.storage import open_location, write_bytes
 from asd_core.trainprep import prepare_type, select_training_clips
+from asd_core.trainrun import read_record
 from tests.signals import harmonic_tone
 
 REPO = Path(__file__).resolve().parents[1]
@@ -69,7 +70,7 @@ def local_first_epoch_loss(uri: str, machine_type: str, cfg, endpoint: str | Non
     loc = open_location(uri, endpoint)
     paths, skipped, domains = select_training_clips(list_archive(loc, "train", [machine_type]))
     prep = prepare_type(loc, machine_type, paths, cfg, skipped=skipped, domains=domains)
-    tiles = torch.from_numpy(prep.tiles.astype(np.float32))
+    tiles = torch.from_numpy(prep.train_rows.astype(np.float32))
     kind = get_kind(cfg.model.kind)
     torch.manual_seed(cfg.train.seed)
     model = prepare_model(kind.build(cfg), cfg.model.channels_last)
@@ -94,9 +95,9 @@ def test_prepare_type_skips_bad_clips(tmp_path):
     prep = prepare_type(loc, "fan", paths, cfg, skipped=skipped, domains=domains)
     assert prep.n_clips == 4 and len(prep.skipped) == 2
     assert all("unreadable" in reason for _, reason in prep.skipped)
-    assert prep.tiles.dtype == np.float16 and prep.tiles.shape[1:] == (64, 64)
+    assert prep.train_rows.dtype == np.float16 and prep.train_rows.shape[1:] == (64, 64)
     assert len(prep.prepared.score_rows) == 4  # every usable clip (threshold and banks)
-    assert abs(float(prep.tiles.astype(np.float32).mean())) < 0.1  # normalised
+    assert abs(float(prep.train_rows.astype(np.float32).mean())) < 0.1  # normalised
 
 
 # ---------------------------------------------------------------- Ray runs
@@ -117,7 +118,7 @@ def test_two_types_concurrently_from_s3_and_broken_type_fails_alone(ray_cluster,
     print(f"train run: {time.perf_counter() - t0:.1f} s")
     assert rc == 1  # one type failed
 
-    manifest = train.load_manifest(models, endpoint_url=s3_endpoint)
+    manifest = read_record(models, endpoint_url=s3_endpoint)
     assert manifest["status"] == "failed"
     types = manifest["types"]
     assert types["fan"]["status"] == "ok" and types["valve"]["status"] == "ok"
@@ -155,13 +156,13 @@ def test_train_model_flag_baseline_ae_on_ray_train_and_knn(ray_cluster, tmp_path
     ae_models, knn_models = str(tmp_path / "ae"), str(tmp_path / "knn")
     assert train.main([data, ae_models, "--model", "baseline-ae", "--preset", "tiny", "--set", "ae_epochs=3",
                        "--set", "ae_batch_size=64"]) == 0
-    entry = train.load_manifest(ae_models)["types"]["fan"]
+    entry = read_record(ae_models)["types"]["fan"]
     assert entry["model_kind"] == "baseline-ae" and entry["epochs"] == 3 and len(entry["losses"]) == 3
     assert entry["model_id"].startswith("baseline-ae-")
     art = load_artifact(ae_models, "fan")
     assert art.kind == "baseline-ae" and art.state["cov_inv"].shape == (2, 128, 128)
     assert train.main([data, knn_models, "--model", "knn", "--preset", "tiny"]) == 0
-    entry = train.load_manifest(knn_models)["types"]["fan"]
+    entry = read_record(knn_models)["types"]["fan"]
     assert entry["model_kind"] == "knn" and entry["epochs"] == 0 and entry["losses"] == []
     knn = load_artifact(knn_models, "fan")
     assert knn.kind == "knn" and knn.state["bank.bank"].shape == (N_CLIPS, 128)

@@ -1,0 +1,249 @@
+"""A scoring run from the listing to the published night, without Ray: options, the
+output's lease, clip items, incremental carry-over, the commit, metrics, alerts and the
+submission, the summary and the exit status.
+
+The Ray Data pipeline itself is passed in (``jobs.score`` wires it), so everything
+here runs in tests without a cluster, and a run whose clips all carry an error already
+(no model, bad names) is published without one.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any
+
+import pyarrow as pa
+
+from . import results
+from .catalog import ListedClip, list_clips
+from .kinds import DEFAULT_KIND
+from .pipeline import DEFAULT_BATCH, clip_items, model_index
+from .runs import DEFAULT_LEASE_TTL_S, Lease, new_run_id, validate_run_id
+from .runstore import LATEST, LEASE, RunStore, alert_summary, write_table
+from .storage import Location, open_location, write_bytes
+
+log = logging.getLogger(__name__)
+
+# More than half the clips unreadable is an outage (or a wrong endpoint), not bad files.
+DEFAULT_MAX_READ_FAILURE_RATE = 0.5
+STAGE_ROWS_PER_FILE = 200_000  # score rows per staged Parquet file
+_NOT_LISTABLE = ("bad_name", "unsupported_format", "bad_manifest_row", "not_found")
+
+
+@dataclass(frozen=True)
+class ScoreOptions:
+    """Everything a scoring run is told, written once: ``asd score``'s options map
+    onto these fields by name."""
+
+    data_uri: str
+    models_uri: str
+    out_uri: str
+    machines: list[str] | None = None
+    split: str = "test"
+    n_masks: int | None = None  # masks per tile K (None: each artifact's)
+    run_id: str | None = None
+    incremental: bool = False
+    actors: int = 1
+    gpus_per_actor: float = 0.0
+    cpus_per_actor: float | None = None  # None: 0.5, so the decode tasks always find a CPU
+    torch_threads: int | None = None  # CPU scoring; None: the node's cores / actors
+    actor_memory_gb: float | None = None  # heap reserved per actor (width-64 U-Net: ~2.3 GiB on CPU)
+    batch_size: int = DEFAULT_BATCH
+    endpoint_url: str | None = None
+    ground_truth: list[str] | None = None
+    pattern: str | None = None
+    manifest: str | None = None
+    only: dict[str, Any] | None = None
+    lease_ttl_s: float = DEFAULT_LEASE_TTL_S
+    max_error_rate: float | None = None
+    max_read_failure_rate: float = DEFAULT_MAX_READ_FAILURE_RATE
+
+    @property
+    def source(self) -> str:
+        return (f"manifest {self.manifest}" if self.manifest else f"pattern {self.pattern}" if self.pattern
+                else "dcase layout")
+
+
+# pipeline(items, models, stage_dir, out): score ``items`` (rows still to score have
+# status None) with the artifacts ``models``; write the score rows as Parquet files
+# under ``stage_dir`` (a path on ``out``'s filesystem).
+Pipeline = Callable[[list[dict], dict[str, dict], str, Location], None]
+
+
+def run_with_lease(opts: ScoreOptions, pipeline: Pipeline, listed: list[ListedClip] | None = None) -> dict[str, Any]:
+    """:func:`score_run` under the output's lease (``OUT_URI/scores/_lease.json``): a
+    second run on the same OUT_URI while this one runs fails with
+    :class:`asd_core.runs.LeaseHeld` before it lists or scores anything. The lease is
+    released at the end, whatever happened; one left by a killed run expires after
+    ``opts.lease_ttl_s``."""
+    run_id = validate_run_id(opts.run_id or new_run_id())
+    out = open_location(opts.out_uri, opts.endpoint_url)
+    if out.protocol == "file":
+        out.fs.makedirs(out.path, exist_ok=True)
+    with Lease(out, f"{out.path}/{LEASE}", run_id, opts.lease_ttl_s):
+        return score_run(opts, pipeline, listed, run_id=run_id)
+
+
+def score_run(
+    opts: ScoreOptions, pipeline: Pipeline, listed: list[ListedClip] | None = None, *, run_id: str | None = None
+) -> dict[str, Any]:
+    """Score every listed clip and publish the run (see :mod:`asd_core.runstore`).
+
+    The clips: ``listed`` when given, else ``opts``' manifest, template or the DCASE
+    layout ``<data_uri>/<machine_type>/<split>/``. Returns the run summary (also in
+    ``runs/<run_id>.json``).
+    """
+    t0 = time.perf_counter()
+    run_id = validate_run_id(run_id or opts.run_id or new_run_id())
+    data = open_location(opts.data_uri, opts.endpoint_url)
+    models_loc = open_location(opts.models_uri, opts.endpoint_url)
+    out = open_location(opts.out_uri, opts.endpoint_url)
+    if out.protocol == "file":
+        out.fs.makedirs(out.path, exist_ok=True)
+    store = RunStore(out)
+    stage_dir = store.begin(run_id)
+    started_at = datetime.now(timezone.utc)
+
+    if listed is None:
+        listed = list_clips(data, split=opts.split, machines=opts.machines, pattern=opts.pattern,
+                            manifest=opts.manifest, endpoint_url=opts.endpoint_url, only=opts.only)
+    bad_models: dict[str, str] = {}
+    models = model_index(models_loc, bad=bad_models)
+    gt = results.read_ground_truth(opts.ground_truth, opts.endpoint_url) if opts.ground_truth else None
+    items = clip_items(listed, data, models, run_id, gt, bad_models, models_uri=models_loc.uri, n_masks=opts.n_masks)
+    log.info("run %s: %d files listed under %s (%d machine types)", run_id, len(items), data.uri,
+             len({i["machine_type"] for i in items}))
+    unlisted = Counter(i.get("error_reason") for i in items if i.get("error_reason") in _NOT_LISTABLE)
+    for reason, n in sorted(unlisted.items()):
+        example = next(i["error"] for i in items if i.get("error_reason") == reason)
+        log.warning("run %s: %d file(s) cannot be scored (%s), e.g. %s", run_id, n, reason, example)
+
+    carried: list[dict] = []
+    if opts.incremental:  # the index's rows that settle a clip (same path, size, fingerprint, model)
+        carried, items = store.settled(items, split=opts.split, models_uri=models_loc.uri, n_masks=opts.n_masks)
+        log.info("incremental: %d clips already scored in published runs, %d to score", len(carried), len(items))
+
+    t_pipe = time.perf_counter()
+    needed = sorted({i["machine_type"] for i in items if i["status"] is None})
+    if items and not needed:  # every clip already has its error row: no Ray needed
+        now = datetime.now(timezone.utc)
+        write_table(out, f"{stage_dir}/part-00000.parquet", results.to_table([{**i, "scored_at": now} for i in items]))
+    elif items:
+        pipeline(items, {mt: models[mt] for mt in needed}, stage_dir, out)
+    pipeline_s = time.perf_counter() - t_pipe
+
+    new, record = store.publish(
+        run_id,
+        [i["path"] for i in items],
+        {
+            "split": opts.split,
+            "date": started_at.strftime("%Y-%m-%d"),
+            "data_uri": data.uri,
+            "source": opts.source,
+            "models_uri": models_loc.uri,
+            "models": {mt: m["model_id"] for mt, m in models.items()},
+            "model_kinds": sorted({m.get("model_kind", DEFAULT_KIND) for m in models.values()}),
+            "bad_models": bad_models,
+            "n_masks": opts.n_masks,
+            "incremental": opts.incremental,
+            "n_skipped": len(carried),
+            "started_at": started_at.isoformat(),
+        },
+    )
+    summary = _publish_outputs(store, record, new, carried, gt, opts.split)
+    summary.update(
+        n_listed=len(listed),
+        pipeline_seconds=pipeline_s,
+        seconds=time.perf_counter() - t0,
+        clips_per_second=new.num_rows / pipeline_s if pipeline_s > 0 and new.num_rows else 0.0,
+    )
+    store.finish(record, summary)
+    log.info(
+        "run %s published: %d rows (%d ok, %d errors%s), %d skipped, %s, official score %s, %.1f s",
+        run_id, new.num_rows, record["n_ok"], record["n_error"],
+        f": {record['errors_by_reason']}" if record["n_error"] else "", len(carried), summary["alerts"],
+        f"{summary['official_score']:.4f}" if summary["labelled"] else "- (no labelled clips)", summary["seconds"],
+    )
+    return summary
+
+
+def _publish_outputs(
+    store: RunStore, record: dict[str, Any], new: pa.Table, carried: list[dict], gt: results.GroundTruth | None,
+    split: str,
+) -> dict[str, Any]:
+    """Metrics and submission over every listed clip's row (this run's and the carried
+    ones), alerts over this run's rows; returns the summary's run fields."""
+    out, run_id = store.out, record["run_id"]
+    view = pa.concat_tables([results.to_table(carried), new]).to_pandas()
+    view = results.apply_ground_truth(view, gt)
+    sections, official = results.compute_metrics(view)
+    metrics_path = store.run_output("metrics", record, "metrics.parquet")
+    write_table(out, metrics_path, results.metrics_table(sections, run_id, official))
+    evaluated_path = store.run_output("evaluated", record, "evaluated.parquet")
+    write_table(out, evaluated_path, results.conform(pa.Table.from_pandas(view, preserve_index=False)))
+    alerts_path, alerts = store.write_alerts(run_id, new)
+    sub_dir = f"{out.path}/submission/{run_id}"
+    sub = results.submission_files(view) if split == "test" and sections else {}
+    for name, text in sub.items():
+        write_bytes(out, f"{sub_dir}/{name}", text.encode())
+    n_evaluated = int(len(results.evaluable(view)))
+    return {
+        "run_id": run_id,
+        "split": split,
+        "n_skipped": len(carried),
+        "n_scored": new.num_rows,
+        "n_ok": record["n_ok"],
+        "n_error": record["n_error"],
+        "errors_by_reason": record["errors_by_reason"],
+        "n_evaluated": n_evaluated,
+        "labelled": n_evaluated > 0,
+        "official_score": official,
+        "sections": [m.to_dict() for m in sections],
+        "n_alerts": alerts.num_rows,
+        "alerts": alert_summary(alerts),
+        "alerts_uri": out.uri_of(alerts_path),
+        "scores_uri": out.uri_of(record["scores_path"]),
+        "latest_uri": out.uri_of(store.p(LATEST)),
+        "metrics_uri": out.uri_of(metrics_path),
+        "evaluated_uri": out.uri_of(evaluated_path),
+        "submission_uri": out.uri_of(sub_dir) if sub else None,
+    }
+
+
+def exit_status(summary: dict[str, Any], opts: ScoreOptions) -> tuple[int, str]:
+    """``(1, why)`` when a published run must fail the night (every clip failed to read,
+    an error rate over its limit), else ``(0, "")``."""
+    n, reasons = summary["n_scored"], summary["errors_by_reason"]
+    read_failed = reasons.get("read_failed", 0)
+    if n and read_failed == n:
+        return 1, f"every clip ({n}) failed to read from {opts.data_uri}: storage unreachable?"
+    if n and read_failed / n > opts.max_read_failure_rate:
+        return 1, (f"read failure rate {read_failed / n:.3f} exceeds --max-read-failure-rate "
+                   f"{opts.max_read_failure_rate}")
+    if opts.max_error_rate is not None and n:
+        rate = summary["n_error"] / n
+        if rate > opts.max_error_rate:
+            return 1, f"error rate {rate:.3f} exceeds --max-error-rate {opts.max_error_rate}"
+    return 0, ""
+
+
+def format_summary(summary: dict[str, Any]) -> str:
+    """The run's summary in two lines (counts, metrics, speed, where; alerts)."""
+    off = summary["official_score"]
+    metrics = (f"official score {100 * off:.2f}" if summary.get("labelled", True) and math.isfinite(off)
+               else "no labelled clips: no metrics (labels come from names, --pattern/--manifest or --ground-truth)")
+    text = (
+        f"run {summary['run_id']}: {summary['n_listed']} clips listed, {summary['n_skipped']} skipped, "
+        f"{summary['n_scored']} scored ({summary['n_ok']} ok, {summary['n_error']} errors"
+        + (f": {summary['errors_by_reason']}" if summary["n_error"] else "")
+        + f"); {metrics}; {summary['clips_per_second']:.2f} clips/s; scores at {summary['scores_uri']}"
+    )
+    if "alerts" in summary:
+        text += f"\n{summary['alerts']} (alerts at {summary['alerts_uri']})"
+    return text
