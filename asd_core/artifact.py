@@ -35,7 +35,6 @@ import hashlib
 import io
 import json
 import os
-import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -44,6 +43,7 @@ import torch
 from . import __version__
 from .config import ASDConfig
 from .kinds import Fitted, get_kind
+from .paths import check_segment, is_segment
 from .storage import Location, open_location, read_bytes, write_bytes
 
 WEIGHTS = "weights.pt"
@@ -55,7 +55,17 @@ FORMAT = 3
 
 
 class ArtifactError(RuntimeError):
-    """A missing, unreadable or incompatible model artifact."""
+    """A missing, unreadable or incompatible model artifact, or a machine type or model
+    id that is not one folder name."""
+
+
+def _name(value: str, what: str) -> str:
+    """``value`` if it is one folder name (:func:`asd_core.paths.check_segment`), else
+    :class:`ArtifactError`: a machine type or model id never leads out of MODELS_URI."""
+    try:
+        return check_segment(value, what)
+    except ValueError as e:
+        raise ArtifactError(str(e)) from None
 
 
 @dataclass
@@ -114,6 +124,7 @@ def save_artifact(
     anywhere before leaves the previous version current. Earlier versions are kept
     (:func:`list_versions`, :func:`set_current`).
     """
+    _name(machine_type, "machine type")
     if isinstance(loc, str):
         loc = open_location(loc)
     blob = state_bytes(fitted.state)
@@ -132,7 +143,7 @@ def save_artifact(
     }
     if "normalizer" in fitted.extras:  # format 1 readers found it here
         meta["normalizer"] = fitted.extras["normalizer"]
-    meta["model_id"] = model_id = compute_model_id(meta)
+    meta["model_id"] = model_id = _name(compute_model_id(meta), "model id")
     d = loc.join(machine_type, model_id)
     write_bytes(loc, f"{d.path}/{WEIGHTS}", blob)
     write_bytes(loc, f"{d.path}/{META}", json.dumps(meta, indent=2).encode())
@@ -249,21 +260,17 @@ def extras_of(meta: dict[str, Any]) -> dict[str, Any]:
 
 
 # ---------------------------------------------------------------- versions
-_VERSION_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
-
-
 def current_id(loc: Location, machine_type: str) -> str | None:
     """The model id ``<loc>/<machine_type>/current.json`` names; None without a pointer
     (no model, or an artifact of the first layout)."""
-    path = f"{loc.join(machine_type).path}/{CURRENT}"
+    path = f"{loc.join(_name(machine_type, 'machine type')).path}/{CURRENT}"
     try:
         raw = read_bytes(loc, path)
     except FileNotFoundError:
         return None
     try:
         model_id = json.loads(raw)["model_id"]
-        if not isinstance(model_id, str) or not _VERSION_NAME.match(model_id):
-            raise ValueError(f"model_id {model_id!r} is not a folder name")
+        check_segment(model_id, "model_id")
     except (ValueError, KeyError, TypeError) as e:
         raise ArtifactError(f"unreadable pointer {loc.uri_of(path)}: {e}") from e
     return model_id
@@ -274,14 +281,13 @@ def artifact_dir(loc: Location, machine_type: str, model_id: str | None = None) 
     (or of version ``model_id``): ``<type>/<model_id>/``, or ``<type>/`` itself for an
     artifact of the first layout. Without a pointer and without a first-layout
     artifact it is ``<type>/`` (reading it then fails naming that folder)."""
-    tdir = loc.join(machine_type)
+    tdir = loc.join(_name(machine_type, "machine type"))
     pointer = model_id is None
     if pointer:
         model_id = current_id(loc, machine_type)
         if model_id is None:
             return tdir
-    if not _VERSION_NAME.match(model_id):
-        raise ArtifactError(f"{model_id!r} is not a model id (one folder name under {tdir.uri})")
+    _name(model_id, "model id")
     vdir = tdir.join(model_id)
     if loc.fs.exists(f"{vdir.path}/{META}"):
         return vdir
@@ -305,7 +311,8 @@ def artifact_uri(loc: Location, machine_type: str) -> str:
 
 
 def _write_pointer(loc: Location, machine_type: str, model_id: str) -> None:
-    path = f"{loc.join(machine_type).path}/{CURRENT}"
+    path = f"{loc.join(_name(machine_type, 'machine type')).path}/{CURRENT}"
+    _name(model_id, "model id")
     data = json.dumps({"model_id": model_id, "updated_at": _now()})
     if loc.protocol == "file":  # a rename is atomic: a reader sees the old or the new pointer
         tmp = f"{path}.{os.getpid()}.tmp"
@@ -324,7 +331,7 @@ def list_versions(loc: Location | str, machine_type: str) -> list[dict[str, Any]
     rows carry). A version that cannot be read has ``error`` instead of metrics."""
     if isinstance(loc, str):
         loc = open_location(loc)
-    tdir = loc.join(machine_type)
+    tdir = loc.join(_name(machine_type, "machine type"))
     if not loc.fs.isdir(tdir.path):
         return []
     try:
@@ -334,7 +341,7 @@ def list_versions(loc: Location | str, machine_type: str) -> list[dict[str, Any]
     found: list[tuple[str, Location, str]] = []
     for entry in loc.fs.ls(tdir.path, detail=False):
         name = entry.rstrip("/").rsplit("/", 1)[-1]
-        if _VERSION_NAME.match(name) and loc.fs.exists(f"{tdir.path}/{name}/{META}"):
+        if is_segment(name) and loc.fs.exists(f"{tdir.path}/{name}/{META}"):
             found.append((name, tdir.join(name), "versioned"))
     if loc.fs.exists(f"{tdir.path}/{META}"):
         found.append(("", tdir, "first"))

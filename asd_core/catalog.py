@@ -29,6 +29,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from .dcase import AUDIO_SUFFIXES, SPLITS, ClipName, ClipNameError, parse_path
+from .paths import OutsideRoot, check_roots, check_segment, confine_manifest_path, is_segment
 from .storage import Location, fingerprint, open_location, read_bytes, write_bytes
 
 KNOWN_FIELDS = ("machine_type", "section", "domain", "label", "split")
@@ -39,7 +40,8 @@ MANIFEST_COLUMNS = ("path", "machine_type", "section", "domain", "label", "split
 
 class ManifestError(ValueError):
     """A manifest that cannot be used as a whole (unreadable, no ``path`` column,
-    duplicated paths, an anomaly in a training manifest)."""
+    duplicated paths, an anomaly in a training manifest, a training manifest naming a
+    path outside its roots or a machine type or section that is not a folder name)."""
 
 
 @dataclass(frozen=True)
@@ -84,6 +86,15 @@ def _not_audio(path: str) -> str:
     return f"{path!r}: not an audio file soundfile decodes ({', '.join(AUDIO_SUFFIXES)})"
 
 
+def _segment_problem(value: str, what: str) -> str:
+    """Why ``value`` cannot be one folder or file name (:func:`asd_core.paths.check_segment`); "" when it can."""
+    try:
+        check_segment(value, what)
+    except ValueError as e:
+        return str(e)
+    return ""
+
+
 # ---------------------------------------------------------------- the DCASE layout
 def list_archive(loc: Location, split: str | None = "test", machines: Sequence[str] | None = None) -> list[ListedClip]:
     """Every file under ``<loc>/<machine_type>/<split>/`` (sub-folders included), sorted by path.
@@ -99,6 +110,7 @@ def list_archive(loc: Location, split: str | None = "test", machines: Sequence[s
         mt = mt_path.rstrip("/").rsplit("/", 1)[-1]
         if machines and mt not in machines:
             continue
+        bad_type = _segment_problem(mt, "machine type folder")
         for sp in splits:
             d = f"{mt_path.rstrip('/')}/{sp}"
             if not loc.fs.isdir(d):
@@ -107,6 +119,9 @@ def list_archive(loc: Location, split: str | None = "test", machines: Sequence[s
                 if info.get("type") != "file":
                     continue
                 size, fp = int(info.get("size") or 0), fingerprint(info)
+                if bad_type:
+                    out.append(ListedClip(name, size, None, f"{name!r}: {bad_type}", "", fp, "bad_name", split=sp))
+                    continue
                 if not is_audio_name(name):
                     out.append(ListedClip(name, size, None, _not_audio(name), mt, fp, "unsupported_format", split=sp))
                     continue
@@ -145,6 +160,8 @@ class PathPattern:
     @classmethod
     def parse(cls, template: str) -> PathPattern:
         t = template.strip().strip("/")
+        if any(part in (".", "..") for part in t.split("/")):
+            raise ValueError(f"--pattern {template!r} has a '.' or '..' folder: templates are below the data root")
         fields = tuple(_PLACEHOLDER.findall(t))
         if "machine_type" not in fields:
             raise ValueError(f"--pattern {template!r} has no {{machine_type}} placeholder")
@@ -175,12 +192,19 @@ def clip_from_fields(path: str, size: int, fp: str, values: dict[str, Any], sour
     reason = "bad_name" if source == "pattern" else "bad_manifest_row"
     vals = {k: ("" if v is None else str(v).strip()) for k, v in values.items()}
     mt = vals.get("machine_type", "")
+    section = vals.get("section") or None
     problem = ""
     label = LABEL_ALIASES.get(vals.get("label", "").lower()) if vals.get("label") else None
     domain = vals.get("domain", "").lower() or None
     split = vals.get("split", "").lower() or None
-    if not mt or "/" in mt:
-        problem = f"machine_type {mt!r} is empty or has a '/'"
+    # machine type and section become folder and file names (models, submission CSVs):
+    # a bad one is not kept on the clip, only named in its error
+    bad_mt = "machine_type is empty" if not mt else _segment_problem(mt, "machine_type")
+    bad_section = _segment_problem(section, "section") if section is not None else ""
+    if bad_mt:
+        problem, mt = bad_mt, ""
+    elif bad_section:
+        problem = bad_section
     elif vals.get("label") and label is None:
         problem = f"label {vals['label']!r} is not one of normal, anomaly (abnormal)"
     elif domain is not None and domain not in DOMAINS:
@@ -195,7 +219,7 @@ def clip_from_fields(path: str, size: int, fp: str, values: dict[str, Any], sour
             attrs.update({str(k): str(v) for k, v in parsed.items()} if isinstance(parsed, dict) else {"attributes": raw})
         except ValueError:
             attrs["attributes"] = raw
-    base = ListedClip(path, size, None, "", mt, fp, "", vals.get("section") or None, domain, label, split, attrs)
+    base = ListedClip(path, size, None, "", mt, fp, "", None if bad_section else section, domain, label, split, attrs)
     if problem:
         return replace(base, reason=reason, error=f"{path!r}: {problem}")
     if not is_audio_name(path):
@@ -204,13 +228,15 @@ def clip_from_fields(path: str, size: int, fp: str, values: dict[str, Any], sour
 
 
 def parse_only(values: Sequence[str] | None) -> dict[str, str]:
-    """``["date=2026-11-24"]`` -> ``{"date": "2026-11-24"}`` (``--only``)."""
+    """``["date=2026-11-24"]`` -> ``{"date": "2026-11-24"}`` (``--only``). A value
+    becomes part of the listed folder: it must be one folder name
+    (:func:`asd_core.paths.check_segment`)."""
     out = {}
     for v in values or []:
         key, eq, val = v.partition("=")
         if not eq or not _PLACEHOLDER.fullmatch("{" + key.strip() + "}") or not val or "/" in val:
             raise ValueError(f"--only {v!r}: use PLACEHOLDER=VALUE, e.g. date=2026-11-24")
-        out[key.strip()] = val
+        out[key.strip()] = check_segment(val, f"--only {key.strip()}")
     return out
 
 
@@ -234,6 +260,8 @@ def list_pattern(
     unknown = sorted(set(only) - set(pat.fields))
     if unknown:
         raise ValueError(f"--only {unknown} not placeholders of --pattern {pat.template!r}")
+    for key, val in only.items():  # the values become folder names of the listing
+        check_segment(val, f"--only {key}")
     if only:  # the fixed values become literal text; the longest literal folder prefix is listed
         fixed = _PLACEHOLDER.sub(lambda m: only.get(m[1], m[0]), pat.template.strip().strip("/"))
         pat = PathPattern.parse(fixed)
@@ -287,19 +315,11 @@ def _manifest_frame(loc: Location):
     return df.astype(object).where(df.notna(), None)
 
 
-def _resolve(data: Location, path: str) -> str:
-    """A manifest path as a path on the data location's filesystem."""
-    if path.startswith("s3://"):
-        if data.protocol != "s3":
-            raise ValueError(f"{path!r} is on S3 but the data root {data.uri} is not")
-        return path[len("s3://") :]
-    if "://" in path and not path.startswith("file://"):
-        raise ValueError(f"{path!r}: unsupported URI scheme")
-    if path.startswith("file://"):
-        path = path[len("file://") :]
-    if path.startswith("/") and data.protocol == "file":
-        return posixpath.normpath(path)
-    return posixpath.normpath(posixpath.join(data.path, path.lstrip("/")))
+def _resolve(data: Location, path: str, allow_roots: Sequence[str] = ()) -> str:
+    """A manifest path as a path on the data location's filesystem; it must be under
+    the data root or one of ``allow_roots`` (:func:`asd_core.paths.confine_manifest_path`)."""
+    uri = confine_manifest_path(path, data.uri, allow_roots)
+    return uri[len("s3://") :] if uri.startswith("s3://") else uri
 
 
 def read_manifest(
@@ -309,15 +329,21 @@ def read_manifest(
     endpoint_url: str | None = None,
     training: bool = False,
     machines: Sequence[str] | None = None,
+    allow_roots: Sequence[str] = (),
 ) -> list[ListedClip]:
     """The clips a manifest lists, one :class:`ListedClip` per row (in row order).
 
     A row whose object does not exist gets reason ``not_found``; a row with a bad
-    value (empty path or machine type, unknown label, domain or split) gets
-    ``bad_manifest_row`` naming its row number. Raises :class:`ManifestError` for a
-    manifest that cannot be used at all, a path listed twice, and, when ``training``,
-    a row labelled anomaly or a test row (training is on normal clips only).
+    value (empty path or machine type, a path outside the data root and
+    ``allow_roots``, a machine type or section that is not one folder name, unknown
+    label, domain or split) gets ``bad_manifest_row`` naming its row number. Raises
+    :class:`ManifestError` for a manifest that cannot be used at all, a path listed
+    twice, and, when ``training``, a row labelled anomaly or a test row (training is
+    on normal clips only) or a row naming a path outside its roots or a machine type
+    or section that is not a folder name (a model would be written there).
+    :class:`ValueError` for a malformed ``allow_roots`` entry.
     """
+    check_roots(data.uri, allow_roots)
     loc = open_location(manifest_uri, endpoint_url)
     try:
         df = _manifest_frame(loc)
@@ -335,10 +361,20 @@ def read_manifest(
         try:
             if not p:
                 raise ValueError("empty path")
-            resolved.append(_resolve(data, p))
+            resolved.append(_resolve(data, p, allow_roots))
+        except OutsideRoot as e:
+            if training:
+                raise ManifestError(f"manifest {loc.uri} row {i + 2}: {e}") from None
+            resolved.append(None)
+            problems[i] = str(e)
         except ValueError as e:
             resolved.append(None)
             problems[i] = str(e)
+        if training:
+            for col in ("machine_type", "section"):
+                v = str(r.get(col) or "").strip()
+                if v and not is_segment(v):
+                    raise ManifestError(f"manifest {loc.uri} row {i + 2}: {_segment_problem(v, col)}")
     seen: dict[str, int] = {}
     for i, p in enumerate(resolved):
         if p is not None and p in seen:
@@ -428,14 +464,19 @@ def list_clips(
     endpoint_url: str | None = None,
     training: bool = False,
     only: dict[str, str] | None = None,
+    allow_roots: Sequence[str] = (),
 ) -> list[ListedClip]:
     """The clips of ``data`` from a manifest, a template (``only`` fixes some of its
     placeholders), or the DCASE layout; giving both a manifest and a template is an
-    error."""
+    error. ``allow_roots`` (``--allow-root``): roots besides ``data`` that a
+    manifest's paths may name."""
     if manifest and pattern:
         raise ValueError("give --manifest or --pattern, not both")
+    if allow_roots and not manifest:
+        raise ValueError("--allow-root needs --manifest")
     if manifest:
-        return read_manifest(manifest, data, endpoint_url=endpoint_url, training=training, machines=machines)
+        return read_manifest(manifest, data, endpoint_url=endpoint_url, training=training, machines=machines,
+                             allow_roots=allow_roots)
     if pattern:
         return list_pattern(data, pattern, split=split, machines=machines, only=only)
     if only:

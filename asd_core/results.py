@@ -32,6 +32,7 @@ import pandas as pd
 import pyarrow as pa
 
 from .metrics import SectionMetrics, official_score, section_metrics
+from .paths import is_segment
 
 log = logging.getLogger(__name__)
 
@@ -370,6 +371,10 @@ def submission_files(df: pd.DataFrame) -> dict[str, str]:
     a test file, so error clips are written too: with the section's highest ok score
     (0.0 when it has none) and decision 1, i.e. ranked and flagged as anomalous (a clip
     that could not be scored is one a person should look at). A warning says how many.
+
+    A machine type or section that is not one folder name
+    (:func:`asd_core.paths.is_segment`) would make a file name that leads out of the
+    submission folder: its clips are left out, with a warning naming them.
     """
     out: dict[str, str] = {}
     if df.empty:
@@ -377,6 +382,10 @@ def submission_files(df: pd.DataFrame) -> dict[str, str]:
     test = df[(df["split"] == "test") & df["section"].notna()]
     n_filled = 0
     for (mt, sec), g in test.groupby(["machine_type", "section"], sort=True):
+        if not (is_segment(mt) and is_segment(sec)):
+            log.warning("submission: machine type %r, section %r is not a folder name; its %d clip(s) are left out of "
+                        "the submission files", mt, sec, len(g))
+            continue
         g = g.sort_values("file_name")
         ok = g["status"] == STATUS_OK
         fill = float(g.loc[ok, "anomaly_score"].max()) if ok.any() else 0.0

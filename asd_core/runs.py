@@ -2,8 +2,9 @@
 two runs from writing one output at the same time. No Ray.
 
 Run ids (``asd score --run-id``, ``asd train --run-name``) become folder names under
-a user's URI, so they are one path segment of letters, digits, ``.``, ``_``, ``-``
-(no ``/``, no ``..``, no ``=`` that Hive partitioning would read as a column).
+a user's URI, so they are one path segment (:func:`asd_core.paths.check_segment`:
+letters, digits, ``.``, ``_``, ``-``, starting with a letter or digit; no ``/``, no
+``=`` that Hive partitioning would read as a column).
 
 The lease is one small JSON object (``{"owner": run_id, "expires_at": ...}``) created
 with an exclusive write (``O_EXCL`` on a local disk, ``If-None-Match: *`` on S3), so
@@ -16,24 +17,22 @@ from __future__ import annotations
 import json
 import logging
 import posixpath
-import re
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
+from .paths import check_segment
 from .storage import Location, read_bytes
 
 log = logging.getLogger(__name__)
 
-_RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 DEFAULT_LEASE_TTL_S = 6 * 3600.0  # longer than any nightly run; a killed run blocks at most this long
 
 
 def validate_run_id(run_id: str, what: str = "run id") -> str:
-    """``run_id`` if it is a safe single folder name, else :class:`ValueError`."""
-    if not _RUN_ID.match(run_id or "") or ".." in run_id:
-        raise ValueError(f"{what} {run_id!r}: use letters, digits, '.', '_' and '-' (no '/', '..' or '=')")
-    return run_id
+    """``run_id`` if it is a safe single folder name, else :class:`ValueError`
+    (:func:`asd_core.paths.check_segment`)."""
+    return check_segment(run_id, what)
 
 
 def new_run_id() -> str:

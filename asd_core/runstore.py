@@ -31,6 +31,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+import os
 import posixpath
 from collections.abc import Iterable, Sequence
 from datetime import datetime, timezone
@@ -41,6 +42,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from . import results
+from .paths import check_segment, is_within
 from .results import STATUS_ERROR, STATUS_OK
 from .storage import Location, read_bytes, write_bytes
 
@@ -106,10 +108,24 @@ class RunStore:
         return posixpath.join(self.root, *parts)
 
     def run_dir(self, run_id: str, date: str) -> str:
-        return self.p("scores", f"date={date}", f"run={run_id}")
+        return self.p("scores", f"date={check_segment(date, 'date')}", f"run={check_segment(run_id, 'run id')}")
 
     def record_path(self, run_id: str) -> str:
-        return self.p("runs", f"{run_id}.json")
+        return self.p("runs", f"{check_segment(run_id, 'run id')}.json")
+
+    def stage_dir(self, run_id: str) -> str:
+        return self.p(STAGING, check_segment(run_id, "run id"))
+
+    def _inside(self, path: str, what: str) -> str:
+        """``path`` if it is under this output, else :class:`ValueError` (a record or
+        journal naming files elsewhere is not read, moved or deleted). On a local disk
+        the output may have been reached through another spelling (a symlink)."""
+        real = os.path.realpath
+        if not is_within(path, self.root) and not (
+            self.out.protocol == "file" and is_within(real(path), real(self.root))
+        ):
+            raise ValueError(f"{what} names {self.uri(path)}, outside {self.out.uri}")
+        return path
 
     def uri(self, path: str) -> str:
         return self.out.uri_of(path)
@@ -149,9 +165,12 @@ class RunStore:
         return sorted((r for r in recs if r), key=lambda m: (m.get("published_at", ""), m["run_id"]))
 
     def read_run(self, record: dict[str, Any]) -> pa.Table:
-        """The score rows of one published run (only the files its manifest lists)."""
-        d = record.get("scores_path") or self.p("scores", record["run_id"])  # old layout: scores/<run_id>/
-        return read_tables(self.out, [f"{d}/{n}" for n in record.get("files", [])])
+        """The score rows of one published run (only the files its manifest lists, all
+        under this output: :class:`ValueError` otherwise)."""
+        what = f"the record of run {record.get('run_id')!r}"
+        d = record.get("scores_path") or self.p("scores", check_segment(record["run_id"], "run id"))  # old layout
+        self._inside(d, what)
+        return read_tables(self.out, [f"{d}/{check_segment(n, f'{what}: file')}" for n in record.get("files", [])])
 
     # ------------------------------------------------------------ the latest view / incremental index
     def latest(self) -> pa.Table:
@@ -233,7 +252,7 @@ class RunStore:
         j = self._read_json(self.p(JOURNAL))
         if j is None:
             return
-        rid, d = j["run_id"], j["scores_path"]
+        rid, d = j["run_id"], self._inside(j["scores_path"], f"journal {self.uri(self.p(JOURNAL))}")
         manifest = self._read_json(f"{d}/{SUCCESS}")
         if manifest is None:  # crashed before the commit: the moved files are not a run
             log.warning("run %s crashed while publishing (no %s); its files at %s are removed", rid, SUCCESS,
@@ -251,7 +270,7 @@ class RunStore:
         self.recover()
         if self.is_published(run_id):
             raise ValueError(f"run {run_id!r} is already published under {self.out.uri}; runs are never rewritten")
-        stage = self.p(STAGING, run_id)
+        stage = self.stage_dir(run_id)
         if self._exists(stage):  # left by a crashed attempt of the same run id
             self._rm(stage, recursive=True)
         if self.out.protocol == "file":
@@ -263,7 +282,7 @@ class RunStore:
         under ``scores/date=<date>/run=<run_id>/``, write ``_SUCCESS`` (the commit),
         fold them into the index. Returns the rows and the completed manifest.
         Raises :class:`PublishError` and publishes nothing when the check fails."""
-        stage = self.p(STAGING, run_id)
+        stage = self.stage_dir(run_id)
         files = sorted(p for p in (self.out.fs.find(stage) if self._exists(stage) else []) if p.endswith(".parquet"))
         new = read_tables(self.out, files)
         paths = new["path"].to_pylist()
@@ -322,7 +341,8 @@ class RunStore:
 
     def run_output(self, kind: str, record: dict[str, Any], name: str) -> str:
         """Path of a per-run output table (``metrics``, ``evaluated``) partitioned like the scores."""
-        return self.p(kind, f"date={record['date']}", f"run={record['run_id']}", name)
+        date, run_id = check_segment(record["date"], "date"), check_segment(record["run_id"], "run id")
+        return self.p(kind, f"date={date}", f"run={run_id}", name)
 
     def write_alerts(self, run_id: str, rows: pa.Table) -> tuple[str, pa.Table]:
         """``alerts/<run_id>.parquet``: the ok rows of ``rows`` whose decision is 1 (over
@@ -331,7 +351,7 @@ class RunStore:
         over = rows.filter(pc.and_(pc.equal(rows["status"], STATUS_OK),
                                            pc.equal(rows["decision"], 1)))
         alerts = over.select(list(ALERT_COLUMNS)).sort_by([("anomaly_score", "descending")])
-        path = self.p("alerts", f"{run_id}.parquet")
+        path = self.p("alerts", f"{check_segment(run_id, 'run id')}.parquet")
         write_table(self.out, path, alerts)
         return path, alerts
 

@@ -18,6 +18,7 @@ import json
 import sys
 
 from asd_core.artifact import ArtifactError, all_versions, format_versions, set_current
+from asd_core.paths import check_segment
 from asd_core.storage import open_location
 
 
@@ -39,6 +40,12 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         loc = open_location(args.models_uri, args.endpoint_url)
+        # both become folder names under MODELS_URI
+        if args.machine_type is not None:
+            check_segment(args.machine_type, "--type")
+        if args.set_current:
+            check_segment(args.set_current[0], "--set-current TYPE")
+            check_segment(args.set_current[1], "--set-current MODEL_ID")
     except ValueError as e:
         print(f"asd models: {e}", file=sys.stderr)
         return 2

@@ -28,6 +28,7 @@ import pyarrow.parquet as pq
 
 from asd_core import plots as plots_
 from asd_core import results
+from asd_core.paths import check_segment, is_segment
 from asd_core.storage import open_location, write_bytes
 
 log = logging.getLogger("jobs.report")
@@ -73,7 +74,7 @@ def report(
         if not found:
             raise FileNotFoundError(f"run {run_id!r} is not published under {out.uri}/scores")
         manifest = found[0]
-    rid = manifest["run_id"]
+    rid = check_segment(manifest["run_id"], "run id")  # the report's folder under OUT_URI
     sections, rows = _run_metrics(store, manifest)
     head = (
         f"run {rid} ({manifest.get('split')}): {manifest['n_rows']} clips scored, {manifest['n_error']} errors, "
@@ -108,6 +109,9 @@ def report(
     if plots:
         for mt in sorted(rows["machine_type"].unique()):
             if not ((rows["machine_type"] == mt) & (rows["status"] == "ok")).any():
+                continue
+            if not is_segment(mt):  # roc_<mt>.png must stay in the report folder
+                log.warning("no plots for machine type %r: not a folder name", mt)
                 continue
             outputs[f"roc_{mt}.png"] = plots_.plot_roc(rows, mt, plot_runs)
             outputs[f"hist_{mt}.png"] = plots_.plot_histogram(rows, mt, plot_runs, hist_log)
@@ -152,8 +156,9 @@ def _run_metrics(store, record: dict):
         mpath = store.run_output("metrics", record, "metrics.parquet")
         epath = store.run_output("evaluated", record, "evaluated.parquet")
     else:  # outputs written before the partitioned layout
-        mpath = store.p("metrics", record["run_id"], "metrics.parquet")
-        epath = store.p("metrics", record["run_id"], "evaluated.parquet")
+        rid = check_segment(record["run_id"], "run id")
+        mpath = store.p("metrics", rid, "metrics.parquet")
+        epath = store.p("metrics", rid, "evaluated.parquet")
     with store.out.fs.open(mpath, "rb") as f:
         sections = results.sections_from_table(pq.read_table(f))
     with store.out.fs.open(epath, "rb") as f:
@@ -170,7 +175,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         rep = report(args.out_uri, args.run_id, endpoint_url=args.endpoint_url, plots=not args.no_plots,
                      local_dir=args.local, hist_log=hist_log)
-    except FileNotFoundError as e:
+    except (FileNotFoundError, ValueError) as e:
         print(f"asd report: {e}", file=sys.stderr)
         return 2
     print(rep["table"])

@@ -29,15 +29,18 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from asd_core.paths import check_segment
     from asd_core.runstore import RunStore, to_bytes
     from asd_core.storage import open_location
 
     args = build_parser().parse_args(argv)
     try:
+        if args.run_id is not None:  # it names runs/<run_id>.json under OUT_URI
+            check_segment(args.run_id, "--run-id")
         store = RunStore(open_location(args.out_uri, args.endpoint_url))
         if args.rebuild_index:
             store.rebuild_latest()
-        if args.run_id:
+        if args.run_id is not None:
             record = store.record(args.run_id)
             if record is None:
                 print(f"asd scores: run {args.run_id!r} is not published under {store.out.uri}", file=sys.stderr)
