@@ -1,6 +1,6 @@
 # Two commands do all set-up on a fresh machine:
 #   make demo   install, then run the whole system on embedded defaults
-#   make test   install, then run lint and the test suite
+#   make test   install, then run lint (ruff, the import contracts) and the test suite
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
@@ -22,6 +22,7 @@ demo: install
 
 lint: install
 	$(BIN)/ruff check asd_core jobs tests bench
+	$(BIN)/lint-imports
 
 test: lint
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

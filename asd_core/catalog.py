@@ -515,11 +515,12 @@ def listing_problem(
 def list_checked(
     data: Location, *, split: str = "test", machines: Sequence[str] | None = None, pattern: str | None = None,
     manifest: str | None = None, endpoint_url: str | None = None, only: dict | None = None, training: bool = False,
+    allow_roots: Sequence[str] = (),
 ) -> list[ListedClip]:
     """:func:`list_clips`, refused with a one-line ``ValueError`` when the listing
     cannot be what the user meant (:func:`listing_problem`); what jobs call before Ray."""
     listed = list_clips(data, split=split, machines=machines, pattern=pattern, manifest=manifest,
-                        endpoint_url=endpoint_url, only=only, training=training)
+                        endpoint_url=endpoint_url, only=only, training=training, allow_roots=allow_roots)
     layout = f"manifest {manifest}" if manifest else f"--pattern {pattern!r}" if pattern else "dcase"
     problem = listing_problem(listed, data, machines=machines, split=split, layout=layout)
     if problem:

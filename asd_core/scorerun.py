@@ -60,6 +60,7 @@ class ScoreOptions:
     pattern: str | None = None
     manifest: str | None = None
     only: dict[str, Any] | None = None
+    allow_roots: tuple[str, ...] = ()  # roots besides DATA_URI that manifest paths may name
     lease_ttl_s: float = DEFAULT_LEASE_TTL_S
     max_error_rate: float | None = None
     max_read_failure_rate: float = DEFAULT_MAX_READ_FAILURE_RATE
@@ -112,7 +113,8 @@ def score_run(
 
     if listed is None:
         listed = list_clips(data, split=opts.split, machines=opts.machines, pattern=opts.pattern,
-                            manifest=opts.manifest, endpoint_url=opts.endpoint_url, only=opts.only)
+                            manifest=opts.manifest, endpoint_url=opts.endpoint_url, only=opts.only,
+                            allow_roots=opts.allow_roots)
     bad_models: dict[str, str] = {}
     models = model_index(models_loc, bad=bad_models)
     gt = results.read_ground_truth(opts.ground_truth, opts.endpoint_url) if opts.ground_truth else None

@@ -131,9 +131,11 @@ def add_ray_args(p: argparse.ArgumentParser) -> None:
 
 def parse_machines(value: str | None) -> list[str] | None:
     """``"fan,valve"`` -> ``["fan", "valve"]``; empty/None -> None (= every type found)."""
+    from asd_core.paths import check_segment
+
     if not value:
         return None
-    return [m.strip() for m in value.split(",") if m.strip()]
+    return [check_segment(m.strip(), "--machines value") for m in value.split(",") if m.strip()]
 
 
 def init_ray(address: str | None, endpoint_url: str | None = None):

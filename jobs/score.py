@@ -159,6 +159,8 @@ def build_parser() -> argparse.ArgumentParser:
                           "placeholders become columns ('asd manifest' shows the mapping first)")
     p.add_argument("--only", action="append", default=[], metavar="PLACEHOLDER=VALUE",
                    help="with --pattern: fix a placeholder, e.g. --only date=2026-11-24 (lists only that folder)")
+    p.add_argument("--allow-root", action="append", default=[], metavar="URI",
+                   help="with --manifest: a root besides DATA_URI that manifest paths may name (repeatable)")
     p.add_argument("--split", default="test", choices=["test", "train"], help="which folder of each type to score")
     p.add_argument("--masks", type=int, default=None, dest="n_masks", help="masks per tile K (default: the artifact's)")
     p.add_argument("--run-id", default=None, help="run id (default: UTC time + random suffix)")
@@ -211,7 +213,8 @@ def main(argv: list[str] | None = None) -> int:
             no_models = not list_artifacts(models_loc)  # no Ray is needed then
         with storage_errors("data", opts.data_uri):
             listed = list_checked(data, split=opts.split, machines=opts.machines, pattern=opts.pattern,
-                                  manifest=opts.manifest, endpoint_url=opts.endpoint_url, only=opts.only)
+                                  manifest=opts.manifest, endpoint_url=opts.endpoint_url, only=opts.only,
+                                  allow_roots=opts.allow_roots)
     except ValueError as e:  # a bad run id, URI scheme, manifest, template, an empty listing
         print(f"asd score: {e}")
         return 2
@@ -238,6 +241,7 @@ def _options(args: argparse.Namespace, machines: list[str] | None) -> ScoreOptio
     names = {f.name for f in dataclasses.fields(ScoreOptions)}
     given = {k: v for k, v in vars(args).items() if k in names}
     return ScoreOptions(**{**given, "machines": machines, "only": parse_only(args.only),
+                           "allow_roots": tuple(args.allow_root),
                            "lease_ttl_s": args.lease_ttl_hours * 3600})
 
 

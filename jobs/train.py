@@ -221,6 +221,8 @@ def build_parser() -> argparse.ArgumentParser:
                      help="path template below DATA_URI, e.g. '{date}/{machine_type}/{name}.flac'")
     p.add_argument("--only", action="append", default=[], metavar="PLACEHOLDER=VALUE",
                    help="with --pattern: fix a placeholder, e.g. --only date=2026-11-24 (lists only that folder)")
+    p.add_argument("--allow-root", action="append", default=[], metavar="URI",
+                   help="with --manifest: a root besides DATA_URI that manifest paths may name (repeatable)")
     p.add_argument("--model", default=None, choices=KINDS,
                    help="model kind (default: the preset's, unet); sets model.kind")
     p.add_argument("--preset", default=DEFAULT_PRESET, choices=sorted(PRESETS),
@@ -270,7 +272,7 @@ def _main(argv: list[str] | None) -> int:
         with storage_errors("data", args.data_uri):
             listed = list_checked(data, split="train", machines=machines, pattern=args.pattern,
                                   manifest=args.manifest, endpoint_url=args.endpoint_url, training=True,
-                                  only=parse_only(args.only))
+                                  only=parse_only(args.only), allow_roots=args.allow_root)
         if args.manifest or args.pattern:  # the driver's listing is what the workers train on
             source = f"manifest {args.manifest}" if args.manifest else f"--pattern {args.pattern!r}"
             clips = listed
