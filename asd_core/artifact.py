@@ -384,6 +384,8 @@ def set_current(loc: Location | str, machine_type: str, model_id: str) -> str | 
         _read_meta_at(loc, d)
     except Exception as e:
         raise ArtifactError(f"version {model_id!r} at {d.uri} cannot be read: {type(e).__name__}: {e}") from e
+    if not loc.fs.exists(d.join(WEIGHTS).path):
+        raise ArtifactError(f"version {model_id!r} at {d.uri} has no {WEIGHTS}; it cannot score")
     try:
         previous = current_id(loc, machine_type)
     except ArtifactError:

@@ -271,8 +271,12 @@ class RunStore:
         if self.is_published(run_id):
             raise ValueError(f"run {run_id!r} is already published under {self.out.uri}; runs are never rewritten")
         stage = self.stage_dir(run_id)
-        if self._exists(stage):  # left by a crashed attempt of the same run id
-            self._rm(stage, recursive=True)
+        # Under the output's lease no other run is staging: every staging folder is one
+        # a stopped or crashed run left behind (its rows were never published).
+        root = self.p(STAGING)
+        for left in (self.out.fs.ls(root, detail=False) if self._exists(root) else []):
+            log.warning("removing %s, left by a run that stopped before publishing", self.uri(left))
+            self._rm(left, recursive=True)
         if self.out.protocol == "file":
             self.out.fs.makedirs(stage, exist_ok=True)
         return stage

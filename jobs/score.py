@@ -54,7 +54,7 @@ from asd_core.artifact import list_artifacts
 from asd_core.catalog import ListedClip, list_checked, parse_only
 from asd_core.pipeline import DECODE_BATCH, DEFAULT_BATCH, ScoreActor, fetch_decode
 from asd_core.runs import DEFAULT_LEASE_TTL_S, validate_run_id
-from asd_core.runstore import json_default, write_table
+from asd_core.runstore import RunStore, json_default, write_table
 from asd_core.scorerun import (
     DEFAULT_MAX_READ_FAILURE_RATE,
     STAGE_ROWS_PER_FILE,
@@ -64,7 +64,7 @@ from asd_core.scorerun import (
     format_summary,
     run_with_lease,
 )
-from asd_core.storage import Location, open_location
+from asd_core.storage import Location, ensure_bucket, open_location
 from jobs.common import require_resources
 
 log = logging.getLogger("jobs.score")
@@ -208,7 +208,12 @@ def main(argv: list[str] | None = None) -> int:
         opts = _options(args, parse_machines(args.machines))
         data = open_location(opts.data_uri, opts.endpoint_url)
         models_loc = open_location(opts.models_uri, opts.endpoint_url)
-        open_location(opts.out_uri, opts.endpoint_url)
+        out = open_location(opts.out_uri, opts.endpoint_url)
+        with storage_errors("output", opts.out_uri):
+            ensure_bucket(out)  # as asd train does for its models bucket
+            if opts.run_id and RunStore(out).is_published(opts.run_id):
+                raise ValueError(f"run {opts.run_id!r} is already published under {out.uri}; runs are never "
+                                 "rewritten (choose another --run-id)")
         with storage_errors("models", opts.models_uri):
             no_models = not list_artifacts(models_loc)  # no Ray is needed then
         with storage_errors("data", opts.data_uri):
