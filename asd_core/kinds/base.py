@@ -18,14 +18,27 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar, Protocol
+from typing import Any, ClassVar, Protocol
 
 import numpy as np
 import torch
 from torch import nn
 
-if TYPE_CHECKING:  # the composite config is assembled above the kinds
-    from ..config import ASDConfig
+from ..stages import FeatureConfig, MaskConfig, ModelConfig, ScoreConfig, TrainConfig
+
+
+class Config(Protocol):
+    """What a kind reads of the whole configuration (:class:`asd_core.config.ASDConfig`,
+    assembled above the kinds): the shared stages, and its own stage by its name
+    (``cfg.knn``, ``cfg.ae``)."""
+
+    features: FeatureConfig
+    masks: MaskConfig
+    model: ModelConfig
+    train: TrainConfig
+    score: ScoreConfig
+
+    def __getattr__(self, stage: str) -> Any: ...
 
 
 @dataclass
@@ -83,32 +96,32 @@ class ModelKind(Protocol):
     name: str
     config_stage: ClassVar[tuple[str, type] | None]
 
-    def item_shape(self, cfg: ASDConfig) -> tuple[int, ...]:
+    def item_shape(self, cfg: Config) -> tuple[int, ...]:
         """Shape of one feature row (a U-Net tile ``(n_mels, frames)``, a vector ``(D,)``)."""
         ...
 
-    def clip_rows(self, wav: np.ndarray, cfg: ASDConfig) -> ClipRows:
+    def clip_rows(self, wav: np.ndarray, cfg: Config) -> ClipRows:
         """A decoded training clip (mono float32 at ``features.sample_rate``) -> its
         training rows and its scoring rows (before any normalisation)."""
         ...
 
-    def assemble(self, clips: list[ClipRows], domains: list[str | None], cfg: ASDConfig) -> Prepared:
+    def assemble(self, clips: list[ClipRows], domains: list[str | None], cfg: Config) -> Prepared:
         """A machine type's clips -> the data its epochs iterate over, each clip's
         scoring rows in scoring space, and JSON extras (e.g. the normaliser)."""
         ...
 
-    def epochs(self, cfg: ASDConfig) -> int:
+    def epochs(self, cfg: Config) -> int:
         """Epochs to train; 0 for a kind with nothing to train (no Ray Train then)."""
         ...
 
-    def build(self, cfg: ASDConfig) -> nn.Module | None:
+    def build(self, cfg: Config) -> nn.Module | None:
         """A freshly initialised network (None when :meth:`epochs` is 0)."""
         ...
 
-    def optimizer(self, model: nn.Module, cfg: ASDConfig) -> torch.optim.Optimizer: ...
+    def optimizer(self, model: nn.Module, cfg: Config) -> torch.optim.Optimizer: ...
 
     def train_epoch(
-        self, model: nn.Module, data: torch.Tensor, opt: torch.optim.Optimizer, epoch: int, cfg: ASDConfig, *,
+        self, model: nn.Module, data: torch.Tensor, opt: torch.optim.Optimizer, epoch: int, cfg: Config, *,
         device: torch.device | str = "cpu", rank: int = 0, world_size: int = 1,
     ) -> float:
         """One epoch over ``data`` (this rank's share of every global batch); returns
@@ -116,18 +129,18 @@ class ModelKind(Protocol):
         alone (:func:`epoch_generator`), so a resumed or distributed run repeats them."""
         ...
 
-    def finalize(self, model: nn.Module | None, prep: Prepared, cfg: ASDConfig) -> Fitted:
+    def finalize(self, model: nn.Module | None, prep: Prepared, cfg: Config) -> Fitted:
         """The trained state to store (weights, banks, covariances) and the decision
         threshold fitted on the training clips' scores."""
         ...
 
-    def featurize(self, wav: np.ndarray, cfg: ASDConfig, extras: dict[str, Any]) -> torch.Tensor:
+    def featurize(self, wav: np.ndarray, cfg: Config, extras: dict[str, Any]) -> torch.Tensor:
         """A decoded clip -> its scoring rows ``[n, *item_shape]``; needs only the
         artifact's JSON (it runs in the CPU decode stage, without the weights)."""
         ...
 
     def load(
-        self, state: dict[str, torch.Tensor], extras: dict[str, Any], cfg: ASDConfig, device: torch.device | str,
+        self, state: dict[str, torch.Tensor], extras: dict[str, Any], cfg: Config, device: torch.device | str,
         n_masks: int | None = None,
     ) -> Detector:
         """A ready :class:`Detector` from an artifact's tensors and extras."""
@@ -183,7 +196,7 @@ def cap_rows(rows: torch.Tensor, max_rows: int, seed: int) -> torch.Tensor:
     return rows
 
 
-def threshold_clip_indices(n_clips: int, cfg: ASDConfig) -> list[int]:
+def threshold_clip_indices(n_clips: int, cfg: Config) -> list[int]:
     """Which of ``n_clips`` training clips are scored to fit the threshold (at most
     ``score.threshold_max_clips``, a seeded draw)."""
     cap = cfg.score.threshold_max_clips
@@ -202,7 +215,7 @@ def run_epochs(
     model: nn.Module,
     data: torch.Tensor,
     opt: torch.optim.Optimizer,
-    cfg: ASDConfig,
+    cfg: Config,
     *,
     start: int = 0,
     device: torch.device | str = "cpu",

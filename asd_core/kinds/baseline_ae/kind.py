@@ -7,25 +7,22 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
 from torch import nn
 
 from ...metrics import gamma_threshold
-from ..base import ClipRows, Fitted, Prepared, epoch_generator, register_kind, threshold_clip_indices
+from ..base import ClipRows, Config, Fitted, Prepared, epoch_generator, register_kind, threshold_clip_indices
 from .config import BaselineAEConfig
 from .network import BaselineAE, ae_scores, frame_vectors, residual_cov_inv
-
-if TYPE_CHECKING:
-    from ...config import ASDConfig
 
 SCORES = ("mahalanobis", "mse")
 
 
 class _AEDetector:
-    def __init__(self, model: BaselineAE, cov_inv: torch.Tensor, cfg: ASDConfig):
+    def __init__(self, model: BaselineAE, cov_inv: torch.Tensor, cfg: Config):
         self.model, self.cov_inv, self.cfg = model, cov_inv, cfg
         self.which = SCORES.index(cfg.ae.ae_score) if cfg.ae.ae_score in SCORES else None
         if self.which is None:
@@ -42,27 +39,27 @@ class BaselineAEKind:
     name: str = "baseline-ae"
     config_stage: ClassVar[tuple[str, type] | None] = ("ae", BaselineAEConfig)
 
-    def item_shape(self, cfg: ASDConfig) -> tuple[int, ...]:
+    def item_shape(self, cfg: Config) -> tuple[int, ...]:
         return (cfg.ae.ae_n_mels * cfg.ae.ae_frames,)
 
-    def clip_rows(self, wav: np.ndarray, cfg: ASDConfig) -> ClipRows:
+    def clip_rows(self, wav: np.ndarray, cfg: Config) -> ClipRows:
         v = frame_vectors(wav, cfg.ae)
         return ClipRows(v, v)
 
-    def assemble(self, clips: list[ClipRows], domains: list[str | None], cfg: ASDConfig) -> Prepared:
+    def assemble(self, clips: list[ClipRows], domains: list[str | None], cfg: Config) -> Prepared:
         rows = [c.train for c in clips if c.train.shape[0]]
         if not rows:
             raise ValueError("no training frame vectors")
         data = torch.cat(rows).numpy()
         return Prepared(data, [c.score for c in clips], list(domains), {}, int(data.shape[0]))
 
-    def epochs(self, cfg: ASDConfig) -> int:
+    def epochs(self, cfg: Config) -> int:
         return cfg.ae.ae_epochs
 
-    def build(self, cfg: ASDConfig) -> nn.Module:
+    def build(self, cfg: Config) -> nn.Module:
         return BaselineAE(cfg.ae)
 
-    def optimizer(self, model: nn.Module, cfg: ASDConfig) -> torch.optim.Optimizer:
+    def optimizer(self, model: nn.Module, cfg: Config) -> torch.optim.Optimizer:
         return torch.optim.Adam(model.parameters(), lr=cfg.ae.ae_lr)
 
     def train_epoch(self, model, data, opt, epoch, cfg, *, device="cpu", rank=0, world_size=1) -> float:
@@ -87,7 +84,7 @@ class BaselineAEKind:
             total, steps = total + float(loss.detach()), steps + 1
         return total / max(steps, 1)
 
-    def finalize(self, model: nn.Module | None, prep: Prepared, cfg: ASDConfig) -> Fitted:
+    def finalize(self, model: nn.Module | None, prep: Prepared, cfg: Config) -> Fitted:
         assert model is not None
         model = model.cpu().eval()
         covs = []
@@ -105,7 +102,7 @@ class BaselineAEKind:
         scores = scores[np.isfinite(scores)]
         return Fitted(state, {}, gamma_threshold(scores, cfg.score.threshold_quantile), scores)
 
-    def featurize(self, wav: np.ndarray, cfg: ASDConfig, extras: dict[str, Any]) -> torch.Tensor:
+    def featurize(self, wav: np.ndarray, cfg: Config, extras: dict[str, Any]) -> torch.Tensor:
         return frame_vectors(wav, cfg.ae)
 
     def load(self, state, extras, cfg, device, n_masks=None) -> _AEDetector:

@@ -13,19 +13,16 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
 
 from ...metrics import gamma_threshold
 from ...neighbours import NeighbourBank
-from ..base import ClipRows, Fitted, Prepared, register_kind
+from ..base import ClipRows, Config, Fitted, Prepared, register_kind
 from .config import KnnConfig
 from .features import clip_statistics, segments
-
-if TYPE_CHECKING:
-    from ...config import ASDConfig
 
 MAX_BANK_SEGMENTS = 50_000
 
@@ -49,21 +46,21 @@ class KnnKind:
     name: str = "knn"
     config_stage: ClassVar[tuple[str, type] | None] = ("knn", KnnConfig)
 
-    def item_shape(self, cfg: ASDConfig) -> tuple[int, ...]:
+    def item_shape(self, cfg: Config) -> tuple[int, ...]:
         return (cfg.features.n_mels if cfg.knn.knn_level == "frame" else 2 * cfg.features.n_mels,)
 
-    def _rows(self, wav: np.ndarray, cfg: ASDConfig) -> torch.Tensor:
+    def _rows(self, wav: np.ndarray, cfg: Config) -> torch.Tensor:
         if cfg.knn.knn_level == "clip":
             return clip_statistics(wav, cfg.features)
         if cfg.knn.knn_level == "frame":
             return segments(wav, cfg.features)
         raise ValueError(f"knn.knn_level must be 'clip' or 'frame', got {cfg.knn.knn_level!r}")
 
-    def clip_rows(self, wav: np.ndarray, cfg: ASDConfig) -> ClipRows:
+    def clip_rows(self, wav: np.ndarray, cfg: Config) -> ClipRows:
         r = self._rows(wav, cfg)
         return ClipRows(r, r)
 
-    def assemble(self, clips: list[ClipRows], domains: list[str | None], cfg: ASDConfig) -> Prepared:
+    def assemble(self, clips: list[ClipRows], domains: list[str | None], cfg: Config) -> Prepared:
         rows = [c.train for c in clips if c.train.shape[0]]
         if not rows:
             raise ValueError("no training features")
@@ -73,10 +70,10 @@ class KnnKind:
             data = data[torch.randperm(data.shape[0], generator=g)[:MAX_BANK_SEGMENTS]]
         return Prepared(data.numpy(), [c.score for c in clips], list(domains), {}, int(data.shape[0]))
 
-    def epochs(self, cfg: ASDConfig) -> int:
+    def epochs(self, cfg: Config) -> int:
         return 0
 
-    def build(self, cfg: ASDConfig):
+    def build(self, cfg: Config):
         return None
 
     def optimizer(self, model, cfg):  # pragma: no cover - nothing to train
@@ -85,7 +82,7 @@ class KnnKind:
     def train_epoch(self, *a, **k) -> float:  # pragma: no cover
         raise TypeError("the knn kind has no trainable model")
 
-    def finalize(self, model, prep: Prepared, cfg: ASDConfig) -> Fitted:
+    def finalize(self, model, prep: Prepared, cfg: Config) -> Fitted:
         bank = NeighbourBank.fit(prep.train_data, k=cfg.knn.knn_k)
         if cfg.knn.knn_level == "clip":
             scores = bank.score(prep.train_data, exclude_self=True)
@@ -94,14 +91,14 @@ class KnnKind:
         scores = scores[np.isfinite(scores)]
         return Fitted(bank.state_dict("bank."), {}, gamma_threshold(scores, cfg.score.threshold_quantile), scores)
 
-    def featurize(self, wav: np.ndarray, cfg: ASDConfig, extras: dict[str, Any]) -> torch.Tensor:
+    def featurize(self, wav: np.ndarray, cfg: Config, extras: dict[str, Any]) -> torch.Tensor:
         return self._rows(wav, cfg)
 
     def load(self, state, extras, cfg, device, n_masks=None) -> _KnnDetector:
         return _KnnDetector(NeighbourBank.from_state(state, "bank."), cfg.knn.knn_level)
 
 
-def _without(prep: Prepared, i: int, cfg: ASDConfig) -> NeighbourBank:
+def _without(prep: Prepared, i: int, cfg: Config) -> NeighbourBank:
     others = [c for j, c in enumerate(prep.score_rows) if j != i and c.shape[0]]
     return NeighbourBank.fit(torch.cat(others), k=cfg.knn.knn_k)
 

@@ -20,7 +20,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -30,27 +30,24 @@ from ...features import Normalizer, clip_tiles, fit_normalizer
 from ...metrics import gamma_threshold
 from ...neighbours import DomainBanks
 from ...runtime import autocast, prepare_input, prepare_model
-from ..base import ClipRows, Fitted, Prepared, cap_rows, domain_repeats, register_kind, threshold_clip_indices
+from ..base import ClipRows, Config, Fitted, Prepared, cap_rows, domain_repeats, register_kind, threshold_clip_indices
 from .masks import mask_source
 from .network import UNet
 from .scoring import per_clip_mean, score_tiles
 from .training import train_epoch
 
-if TYPE_CHECKING:
-    from ...config import ASDConfig
-
 RULES = ("mse", "knn_err", "knn_enc")
 log = logging.getLogger(__name__)
 
 
-def scoring_masks(cfg: ASDConfig, n_masks: int | None = None, device: str | torch.device = "cpu") -> torch.Tensor:
+def scoring_masks(cfg: Config, n_masks: int | None = None, device: str | torch.device = "cpu") -> torch.Tensor:
     """The fixed K scoring masks ``[K, n_mels, tile_frames]`` (bool) of a config."""
     src = mask_source(cfg.score.mask_schedule, n_masks or cfg.score.n_masks, cfg.masks, cfg.score.mask_seed)
     return src.masks(cfg.features.n_mels, cfg.features.tile_frames, device)
 
 
 @torch.inference_mode()
-def encoder_features(model: UNet, tiles: torch.Tensor, cfg: ASDConfig, batch: int = 256) -> torch.Tensor:
+def encoder_features(model: UNet, tiles: torch.Tensor, cfg: Config, batch: int = 256) -> torch.Tensor:
     """``[N, H, W]`` normalised tiles -> ``[N, D]``: per encoder level, channels x bands,
     mean and std over time."""
     device = next(model.parameters()).device
@@ -67,7 +64,7 @@ def encoder_features(model: UNet, tiles: torch.Tensor, cfg: ASDConfig, batch: in
     return torch.cat(out) if out else torch.zeros(0, 0)
 
 
-def clip_views(model: UNet, clips: Sequence[torch.Tensor], masks: torch.Tensor, cfg: ASDConfig) -> dict[str, np.ndarray]:
+def clip_views(model: UNet, clips: Sequence[torch.Tensor], masks: torch.Tensor, cfg: Config) -> dict[str, np.ndarray]:
     """Per clip what ``score.rule`` reads, under that rule's name: ``mse`` ``[C]`` the
     report score, ``knn_err`` ``[C, 3H]`` error profiles (:func:`error_profiles`),
     ``knn_enc`` ``[C, D]`` encoder features."""
@@ -100,7 +97,7 @@ def error_profiles(maps: torch.Tensor, counts: Sequence[int]) -> np.ndarray:
 
 
 class _UNetDetector:
-    def __init__(self, model: UNet, cfg: ASDConfig, bank: DomainBanks | None, masks: torch.Tensor):
+    def __init__(self, model: UNet, cfg: Config, bank: DomainBanks | None, masks: torch.Tensor):
         self.model, self.cfg, self.bank, self.masks = model, cfg, bank, masks
 
     def score(self, clips: Sequence[torch.Tensor]) -> np.ndarray:
@@ -124,13 +121,13 @@ class UNetKind:
     name: str = "unet"
     config_stage: ClassVar[tuple[str, type] | None] = None  # the shared stages are the U-Net's
 
-    def item_shape(self, cfg: ASDConfig) -> tuple[int, ...]:
+    def item_shape(self, cfg: Config) -> tuple[int, ...]:
         return (cfg.features.n_mels, cfg.features.tile_frames)
 
-    def clip_rows(self, wav: np.ndarray, cfg: ASDConfig) -> ClipRows:
+    def clip_rows(self, wav: np.ndarray, cfg: Config) -> ClipRows:
         return ClipRows(clip_tiles(wav, cfg.features, train=True), clip_tiles(wav, cfg.features, train=False))
 
-    def assemble(self, clips: list[ClipRows], domains: list[str | None], cfg: ASDConfig) -> Prepared:
+    def assemble(self, clips: list[ClipRows], domains: list[str | None], cfg: Config) -> Prepared:
         clips_doms = [(c, d) for c, d in zip(clips, domains, strict=True) if c.train.shape[0] > 0]
         if not clips_doms:
             raise ValueError("no training tiles: no clip is long enough for one tile")
@@ -155,13 +152,13 @@ class UNetKind:
             n_total,
         )
 
-    def epochs(self, cfg: ASDConfig) -> int:
+    def epochs(self, cfg: Config) -> int:
         return cfg.train.epochs
 
-    def build(self, cfg: ASDConfig) -> nn.Module:
+    def build(self, cfg: Config) -> nn.Module:
         return UNet(cfg.model)
 
-    def optimizer(self, model: nn.Module, cfg: ASDConfig) -> torch.optim.Optimizer:
+    def optimizer(self, model: nn.Module, cfg: Config) -> torch.optim.Optimizer:
         return torch.optim.Adam(model.parameters(), lr=cfg.train.lr)
 
     def train_epoch(self, model, data, opt, epoch, cfg, *, device="cpu", rank=0, world_size=1) -> float:
@@ -170,7 +167,7 @@ class UNetKind:
             precision=cfg.model.precision, channels_last=cfg.model.channels_last,
         )
 
-    def finalize(self, model: nn.Module | None, prep: Prepared, cfg: ASDConfig) -> Fitted:
+    def finalize(self, model: nn.Module | None, prep: Prepared, cfg: Config) -> Fitted:
         assert model is not None
         model = prepare_model(model.cpu().eval(), cfg.model.channels_last)
         state = {f"model.{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
@@ -192,7 +189,7 @@ class UNetKind:
         scores = scores[np.isfinite(scores)]
         return Fitted(state, dict(prep.extras), gamma_threshold(scores, cfg.score.threshold_quantile), scores)
 
-    def featurize(self, wav: np.ndarray, cfg: ASDConfig, extras: dict[str, Any]) -> torch.Tensor:
+    def featurize(self, wav: np.ndarray, cfg: Config, extras: dict[str, Any]) -> torch.Tensor:
         return Normalizer.from_dict(extras["normalizer"])(clip_tiles(wav, cfg.features, train=False))
 
     def load(self, state, extras, cfg, device, n_masks=None) -> _UNetDetector:
