@@ -13,8 +13,9 @@ class AudioDecodeError(ValueError):
     """A clip that cannot be turned into usable audio; ``reason`` says why.
 
     Reasons: ``empty``, ``unreadable`` (not audio, truncated header, unknown
-    format), ``non_finite`` (NaN/Inf samples), ``too_short``, ``silent`` (digital
-    silence: peak below :data:`SILENCE_PEAK`).
+    format), ``non_finite`` (NaN/Inf samples), ``too_short``, ``too_long`` (longer
+    than the caller's limit, refused before decoding), ``silent`` (digital silence:
+    peak below :data:`SILENCE_PEAK`).
     """
 
     def __init__(self, reason: str, detail: str):
@@ -30,17 +31,23 @@ class AudioDecodeError(ValueError):
 SILENCE_PEAK = 1e-5
 
 
-def decode(data: bytes, sample_rate: int = 16000, min_seconds: float = 0.0) -> np.ndarray:
+def decode(
+    data: bytes, sample_rate: int = 16000, min_seconds: float = 0.0, max_seconds: float | None = None
+) -> np.ndarray:
     """Decode WAV/FLAC ``data`` to mono float32 samples at ``sample_rate``.
 
     Stereo and multi-channel audio is averaged to mono; other rates are resampled
     with torchaudio (band-limited sinc). Returns ``[T]`` float32 in [-1, 1].
-    Raises :class:`AudioDecodeError` for anything that is not usable audio.
+    Raises :class:`AudioDecodeError` for anything that is not usable audio. A clip
+    longer than ``max_seconds`` is refused from its header, before its samples are
+    decoded (formats that do not say their length: after decoding).
     """
-    return decode_with_rate(data, sample_rate, min_seconds)[0]
+    return decode_with_rate(data, sample_rate, min_seconds, max_seconds)[0]
 
 
-def decode_with_rate(data: bytes, sample_rate: int = 16000, min_seconds: float = 0.0) -> tuple[np.ndarray, int]:
+def decode_with_rate(
+    data: bytes, sample_rate: int = 16000, min_seconds: float = 0.0, max_seconds: float | None = None
+) -> tuple[np.ndarray, int]:
     """:func:`decode`, also returning the file's own sample rate (Hz)."""
     if not data:
         raise AudioDecodeError("empty", "0 bytes")
@@ -51,7 +58,12 @@ def decode_with_rate(data: bytes, sample_rate: int = 16000, min_seconds: float =
         with sf.SoundFile(io.BytesIO(data)) as f:
             rate = f.samplerate
             frames = f.frames
+            if max_seconds and rate > 0 and 0 < frames and frames / rate > max_seconds:
+                raise AudioDecodeError("too_long", f"{frames / rate:.1f} s ({f.channels} channels at {rate} Hz) > "
+                                       f"{max_seconds:g} s; raise the limit (--max-clip-seconds) to score it")
             x = f.read(dtype="float32", always_2d=True)  # [T, C]
+    except AudioDecodeError:
+        raise
     except (sf.LibsndfileError, RuntimeError, TypeError, ValueError) as e:
         raise AudioDecodeError("unreadable", str(e) or type(e).__name__) from e
     if x.shape[0] == 0:
@@ -69,7 +81,40 @@ def decode_with_rate(data: bytes, sample_rate: int = 16000, min_seconds: float =
     seconds = mono.shape[0] / sample_rate
     if seconds < min_seconds:
         raise AudioDecodeError("too_short", f"{seconds:.3f} s < {min_seconds:.3f} s")
+    if max_seconds and seconds > max_seconds:
+        raise AudioDecodeError("too_long", f"{seconds:.1f} s > {max_seconds:g} s")
     return np.ascontiguousarray(mono, dtype=np.float32), int(rate)
+
+
+# A clip's level is the median of its frames' AC level, so a click in silence or a DC
+# offset reads as the silence it is. A dead or unplugged microphone (1-LSB dither, a
+# bias voltage, hum pickup) sits tens of dB below every recording of a running machine.
+LEVEL_FRAME = 1024  # samples (64 ms at 16 kHz)
+LOW_LEVEL_MARGIN_DB = 20.0  # below the quietest training clip: a sensor fault, not the machine
+
+
+def clip_level_db(wav: np.ndarray, frame: int = LEVEL_FRAME) -> float:
+    """Median over ``frame``-sample frames of the frame's RMS after removing its mean,
+    in dB re full scale (``[T]`` float samples in [-1, 1]; about -101 dB for digital
+    silence)."""
+    n = max(1, wav.shape[0] // frame)
+    x = np.asarray(wav[: n * frame] if wav.shape[0] >= frame else wav, dtype=np.float64).reshape(n, -1)
+    power = ((x - x.mean(axis=1, keepdims=True)) ** 2).mean(axis=1)
+    return float(10.0 * np.log10(np.median(power) + 1e-10))
+
+
+def level_reference(levels: list[float]) -> dict[str, float]:
+    """What an artifact stores of its training clips' levels (dB): ``min``, ``median``."""
+    return {"min": float(np.min(levels)), "median": float(np.median(levels))}
+
+
+def low_level(level_db: float, reference: dict[str, float] | None) -> str | None:
+    """Why a clip at ``level_db`` is a sensor fault against the type's ``reference``
+    (:func:`level_reference`), or None."""
+    if not reference or level_db >= reference["min"] - LOW_LEVEL_MARGIN_DB:
+        return None
+    return (f"level {level_db:.0f} dB, {reference['min'] - level_db:.0f} dB below the quietest training clip "
+            f"({reference['min']:.0f} dB): microphone dead, unplugged or muted?")
 
 
 def _wav_missing_bytes(data: bytes) -> int:

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from .artifact import Artifact, load_artifact
-from .audio import decode
+from .audio import clip_level_db, decode, level_reference
 from .config import ASDConfig
 from .kinds import Fitted, get_kind
 from .kinds.base import run_epochs
@@ -73,6 +73,7 @@ def train_type(
         model.eval()
     t_train = time.perf_counter() - t1
     fitted = kind.finalize(model, prep, cfg)
+    fitted.extras = {**fitted.extras, "level_db": level_reference([clip_level_db(w) for w in wavs])}
     scores = fitted.train_scores
     summary = {
         "n_clips": len(wavs),
@@ -153,4 +154,4 @@ class Scorer:
     def score_bytes(self, machine_type: str, data: bytes) -> ClipScore:
         art = self.artifacts[machine_type]
         cfg = art.config.features
-        return self.score_wav(machine_type, decode(data, cfg.sample_rate, cfg.min_seconds))
+        return self.score_wav(machine_type, decode(data, cfg.sample_rate, cfg.min_seconds, cfg.max_seconds))

@@ -135,14 +135,20 @@ def clip_items(
 
 
 # ---------------------------------------------------------------- stage 1: fetch, decode, featurise
-def fetch_decode(batch: pa.Table, *, data_uri: str, endpoint_url: str | None, models: dict[str, dict]) -> pa.Table:
+def fetch_decode(
+    batch: pa.Table, *, data_uri: str, endpoint_url: str | None, models: dict[str, dict],
+    max_seconds: float | None = None,
+) -> pa.Table:
     """Fetch, decode and featurise a batch of clips; one output row per input row.
 
     Output rows still to be scored have ``status`` null and ``tiles``: normalised
     float32 tiles ``[n_tiles, n_mels, tile_frames]`` as bytes. Failures become error
-    rows; nothing raises for a bad clip.
+    rows; nothing raises for a bad clip. ``max_seconds`` (default: the artifact's
+    ``features.max_seconds``) refuses longer clips from their header (``too_long``); a
+    clip far below the level of its type's training clips is a sensor fault
+    (``low_level``), not scored.
     """
-    from .audio import AudioDecodeError, decode_with_rate
+    from .audio import AudioDecodeError, clip_level_db, decode_with_rate, low_level
 
     rows = batch.to_pylist()
     todo = [r for r in rows if r.get("status") is None]
@@ -156,16 +162,20 @@ def fetch_decode(batch: pa.Table, *, data_uri: str, endpoint_url: str | None, mo
         try:
             cfg = config_of(meta)
             fcfg = cfg.features
-            wav, rate = decode_with_rate(data, fcfg.sample_rate, fcfg.min_seconds)
+            wav, rate = decode_with_rate(data, fcfg.sample_rate, fcfg.min_seconds, max_seconds or fcfg.max_seconds)
             del data  # raw bytes are not needed past this point
             r["source_sample_rate"] = rate
+            r["duration_s"] = wav.shape[0] / fcfg.sample_rate
+            quiet = low_level(clip_level_db(wav), extras_of(meta).get("level_db"))
+            if quiet:
+                r.update(status=STATUS_ERROR, error_reason="low_level", error=quiet)
+                continue
             if rate / 2 < fcfg.f_max:  # the top mel bands would be empty: not comparable with training
                 r.update(status=STATUS_ERROR, error_reason="low_sample_rate",
                          error=f"recorded at {rate} Hz: no content above {rate / 2:.0f} Hz, mel range ends at "
                                f"{fcfg.f_max:.0f} Hz")
                 continue
             feats = get_kind(cfg.model.kind).featurize(wav, cfg, extras_of(meta))
-            r["duration_s"] = wav.shape[0] / fcfg.sample_rate
             if feats.shape[0] == 0:
                 r.update(status=STATUS_ERROR, error_reason="too_short", error="too short for one feature row")
                 continue

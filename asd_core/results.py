@@ -84,6 +84,8 @@ ERROR_REASONS = {
     "unreadable": "not audio, truncated or an unknown format",
     "non_finite": "NaN or Inf samples",
     "too_short": "shorter than one tile",
+    "too_long": "longer than --max-clip-seconds (features.max_seconds), refused before decoding",
+    "low_level": "far below the level of the type's training clips: a dead, unplugged or muted microphone",
     "silent": "digital silence (peak below 1e-5 of full scale)",
     "low_sample_rate": "the source rate cannot fill the mel range (rate / 2 < f_max)",
     "decode_failed": "unexpected error while decoding or featurising",
@@ -93,6 +95,9 @@ ERROR_REASONS = {
 # (``bad_model`` too: an artifact restored from a backup keeps its id). Every other
 # reason is a property of the bytes (or of the missing model, which is part of the
 # incremental key), so the same clip fails the same way again.
+# Reasons that say the recording rig, not the machine, failed: alerted apart from the
+# machine alerts (``alert_kind`` = ``sensor``), so a night with a dead sensor is noticed.
+SENSOR_REASONS = frozenset({"silent", "low_level", "unreadable"})
 TRANSIENT_REASONS = frozenset({"read_failed", "decode_failed", "score_failed", "bad_model", "not_found"})
 
 

@@ -61,6 +61,7 @@ class ScoreOptions:
     manifest: str | None = None
     only: dict[str, Any] | None = None
     allow_roots: tuple[str, ...] = ()  # roots besides DATA_URI that manifest paths may name
+    max_clip_seconds: float | None = None  # longer clips are too_long rows (None: each artifact's features.max_seconds)
     lease_ttl_s: float = DEFAULT_LEASE_TTL_S
     max_error_rate: float | None = None
     max_read_failure_rate: float = DEFAULT_MAX_READ_FAILURE_RATE

@@ -33,6 +33,9 @@ class FeatureConfig:
     train_tile_hop: int = 32  # frames between training tiles (overlap = more tiles)
     score_tile_hop: int = 64  # frames between scoring tiles (no overlap)
     min_seconds: float = 1.1  # shorter clips cannot give one tile: rejected
+    # Longer clips are rejected before they are decoded (reason too_long): a small FLAC
+    # can hold 10 min x 8 channels x 48 kHz (1.1 GB decoded). DCASE clips are 6-18 s.
+    max_seconds: float = 120.0
 
 
 @dataclass(frozen=True)

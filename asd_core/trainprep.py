@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .audio import AudioDecodeError, decode
+from .audio import AudioDecodeError, clip_level_db, decode, level_reference
 from .catalog import ListedClip
 from .config import ASDConfig
 from .kinds import ClipRows, Prepared, get_kind
@@ -49,6 +49,7 @@ class PreparedType:
     prepared: Prepared
     n_clips: int  # usable clips
     skipped: list[tuple[str, str]] = field(default_factory=list)
+    level_db: dict[str, float] = field(default_factory=dict)  # audio.level_reference of the usable clips
 
     @property
     def train_rows(self) -> np.ndarray:
@@ -104,12 +105,13 @@ def prepare_type(
     skip = list(skipped)
     rows: list[ClipRows] = []
     clip_domains: list[str | None] = []
+    levels: list[float] = []
     for path, data in read_many(loc, paths):
         if isinstance(data, BaseException):
             skip.append((path, f"unreadable: {type(data).__name__}: {data}"))
             continue
         try:
-            wav = decode(data, fc.sample_rate, fc.min_seconds)
+            wav = decode(data, fc.sample_rate, fc.min_seconds, fc.max_seconds)
         except AudioDecodeError as e:
             skip.append((path, str(e)))
             continue
@@ -119,10 +121,11 @@ def prepare_type(
             continue
         rows.append(r)
         clip_domains.append((domains or {}).get(path))
+        levels.append(clip_level_db(wav))
     for path, reason in skip:
         log.warning("%s: skipping %s (%s)", machine_type, path, reason)
     if not rows:
         raise NoTrainingData(
             f"{machine_type}: no usable training clip ({len(paths)} listed, {len(skip)} skipped)"
         )
-    return PreparedType(machine_type, kind.assemble(rows, clip_domains, cfg), len(rows), skip)
+    return PreparedType(machine_type, kind.assemble(rows, clip_domains, cfg), len(rows), skip, level_reference(levels))

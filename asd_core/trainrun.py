@@ -352,6 +352,7 @@ def train_type_from_spec(spec: dict[str, Any], fit: Fit) -> dict[str, Any]:
             model, state = None, new_state()
         t_train = time.perf_counter() - t1
         fitted = kind.finalize(model, prep.prepared, cfg)
+        fitted.extras = {**fitted.extras, "level_db": prep.level_db}  # sensor check at scoring
         threshold, scores = fitted.threshold, fitted.train_scores
         summary = {
             "model_kind": kind.name,

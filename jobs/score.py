@@ -104,7 +104,8 @@ def _run_pipeline(opts: ScoreOptions, items: list[dict], models: dict[str, dict]
         fetch_decode,
         batch_size=DECODE_BATCH,
         batch_format="pyarrow",
-        fn_kwargs={"data_uri": opts.data_uri, "endpoint_url": opts.endpoint_url, "models": models},
+        fn_kwargs={"data_uri": opts.data_uri, "endpoint_url": opts.endpoint_url, "models": models,
+                   "max_seconds": opts.max_clip_seconds},
         num_cpus=1,
     )
     ds = ds.map_batches(
@@ -161,6 +162,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="with --pattern: fix a placeholder, e.g. --only date=2026-11-24 (lists only that folder)")
     p.add_argument("--allow-root", action="append", default=[], metavar="URI",
                    help="with --manifest: a root besides DATA_URI that manifest paths may name (repeatable)")
+    p.add_argument("--max-clip-seconds", type=float, default=None,
+                   help="longer clips become too_long error rows, refused from their header before decoding "
+                        "(default: the model's features.max_seconds, 120)")
     p.add_argument("--split", default="test", choices=["test", "train"], help="which folder of each type to score")
     p.add_argument("--masks", type=int, default=None, dest="n_masks", help="masks per tile K (default: the artifact's)")
     p.add_argument("--run-id", default=None, help="run id (default: UTC time + random suffix)")
