@@ -242,7 +242,7 @@ def _build(meta: dict, blob: bytes, machine_type: str, uri: str, expect_config: 
         model_id=meta["model_id"],
         summary=meta.get("summary", {}),
     )
-    get_kind(art.kind).load(art.state, art.extras, art.config, "cpu", 1)  # refuses weights of another shape
+    get_kind(art.kind).load(art.state, art.extras, art.config, "cpu")  # refuses weights of another shape
     return art
 
 
@@ -418,7 +418,7 @@ def format_versions(rows: list[dict[str, Any]]) -> str:
     body = [
         [
             r["machine_type"], "*" if r.get("current") else "", r["model_id"] + (" (first layout)" if r["layout"] == "first" else ""),
-            r.get("kind", ""), r.get("created_at", ""), num(r.get("epochs"), "d"), num(r.get("final_loss"), ".5f"),
+            r.get("kind", ""), r.get("created_at", ""), num(r.get("epochs") or None, "d") or "-", num(r.get("final_loss"), ".5f"),
             num(r.get("threshold"), ".4g"), num(r.get("n_clips"), "d"), r.get("run_id") or r.get("error", ""),
         ]
         for r in rows

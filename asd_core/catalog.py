@@ -33,6 +33,7 @@ from .paths import OutsideRoot, check_roots, check_segment, confine_manifest_pat
 from .storage import Location, fingerprint, open_location, read_bytes, write_bytes
 
 KNOWN_FIELDS = ("machine_type", "section", "domain", "label", "split")
+DEFAULT_SECTION = "00"  # the section of a clip whose template or manifest names none
 LABEL_ALIASES = {"normal": "normal", "anomaly": "anomaly", "abnormal": "anomaly"}  # MIMII says "abnormal"
 DOMAINS = ("source", "target")
 MANIFEST_COLUMNS = ("path", "machine_type", "section", "domain", "label", "split", "attributes")
@@ -192,7 +193,7 @@ def clip_from_fields(path: str, size: int, fp: str, values: dict[str, Any], sour
     reason = "bad_name" if source == "pattern" else "bad_manifest_row"
     vals = {k: ("" if v is None else str(v).strip()) for k, v in values.items()}
     mt = vals.get("machine_type", "")
-    section = vals.get("section") or None
+    section = vals.get("section") or DEFAULT_SECTION  # no section: the archive is one section
     problem = ""
     label = LABEL_ALIASES.get(vals.get("label", "").lower()) if vals.get("label") else None
     domain = vals.get("domain", "").lower() or None
@@ -227,17 +228,30 @@ def clip_from_fields(path: str, size: int, fp: str, values: dict[str, Any], sour
     return base
 
 
-def parse_only(values: Sequence[str] | None) -> dict[str, str]:
-    """``["date=2026-11-24"]`` -> ``{"date": "2026-11-24"}`` (``--only``). A value
-    becomes part of the listed folder: it must be one folder name
-    (:func:`asd_core.paths.check_segment`)."""
-    out = {}
+def parse_only(values: Sequence[str] | None) -> dict[str, str | list[str]]:
+    """``["date=2026-11-24"]`` -> ``{"date": "2026-11-24"}`` (``--only``); several
+    values of one placeholder (the flag repeated, or ``date=A,B``) select all of them:
+    ``{"date": ["A", "B"]}``. A value becomes part of the listed folder: it must be one
+    folder name (:func:`asd_core.paths.check_segment`)."""
+    out: dict[str, list[str]] = {}
     for v in values or []:
         key, eq, val = v.partition("=")
-        if not eq or not _PLACEHOLDER.fullmatch("{" + key.strip() + "}") or not val or "/" in val:
-            raise ValueError(f"--only {v!r}: use PLACEHOLDER=VALUE, e.g. date=2026-11-24")
-        out[key.strip()] = check_segment(val, f"--only {key.strip()}")
-    return out
+        key = key.strip()
+        if not eq or not _PLACEHOLDER.fullmatch("{" + key + "}") or not val.strip(", ") or "/" in val:
+            raise ValueError(f"--only {v!r}: use PLACEHOLDER=VALUE, e.g. date=2026-11-24 (or date=A,B)")
+        for one in (x.strip() for x in val.split(",")):
+            if one and one not in out.setdefault(key, []):
+                out[key].append(check_segment(one, f"--only {key}"))
+    return {k: vs[0] if len(vs) == 1 else vs for k, vs in out.items()}
+
+
+def _only_combinations(only: dict[str, str | Sequence[str]]) -> list[dict[str, str]]:
+    """Every combination of ``--only`` values: ``{"date": ["A", "B"]}`` -> two dicts."""
+    import itertools
+
+    keys = list(only)
+    values = [[v] if isinstance(v, str) else list(v) for v in only.values()]
+    return [dict(zip(keys, combo, strict=True)) for combo in itertools.product(*values)]
 
 
 def list_pattern(
@@ -245,7 +259,7 @@ def list_pattern(
     pattern: PathPattern | str,
     split: str | None = None,
     machines: Sequence[str] | None = None,
-    only: dict[str, str] | None = None,
+    only: dict[str, str | Sequence[str]] | None = None,
 ) -> list[ListedClip]:
     """Every file under ``loc`` matched against ``pattern``, sorted by path.
 
@@ -253,8 +267,15 @@ def list_pattern(
     type unknown). ``split`` keeps only clips whose ``{split}`` is that split (all
     clips when the template has none); ``machines`` filters machine types. ``only``
     fixes placeholders (``{"date": "2026-11-24"}``): only the folders those values
-    name are listed, so a nightly run over one date does not list the whole archive.
+    name are listed, so a nightly run over one date does not list the whole archive;
+    several values of a placeholder list each of their folders.
     """
+    if only and any(not isinstance(v, str) for v in only.values()):
+        found: dict[str, ListedClip] = {}
+        for combo in _only_combinations(only):
+            for c in list_pattern(loc, pattern, split, machines, combo):
+                found[c.path] = c
+        return [found[p] for p in sorted(found)]
     pat = PathPattern.parse(pattern) if isinstance(pattern, str) else pattern
     only = dict(only or {})
     unknown = sorted(set(only) - set(pat.fields))
@@ -463,7 +484,7 @@ def list_clips(
     manifest: str | None = None,
     endpoint_url: str | None = None,
     training: bool = False,
-    only: dict[str, str] | None = None,
+    only: dict[str, str | Sequence[str]] | None = None,
     allow_roots: Sequence[str] = (),
 ) -> list[ListedClip]:
     """The clips of ``data`` from a manifest, a template (``only`` fixes some of its
@@ -518,9 +539,13 @@ def list_checked(
     allow_roots: Sequence[str] = (),
 ) -> list[ListedClip]:
     """:func:`list_clips`, refused with a one-line ``ValueError`` when the listing
-    cannot be what the user meant (:func:`listing_problem`); what jobs call before Ray."""
+    cannot be what the user meant (:func:`listing_problem`); what jobs call before Ray.
+    A scoring night that ``--only`` selects and that holds no file (a plant holiday) is
+    an empty listing, not an error, when DATA_URI itself exists."""
     listed = list_clips(data, split=split, machines=machines, pattern=pattern, manifest=manifest,
                         endpoint_url=endpoint_url, only=only, training=training, allow_roots=allow_roots)
+    if not listed and pattern and only and not training and not machines and data.fs.isdir(data.path):
+        return []
     layout = f"manifest {manifest}" if manifest else f"--pattern {pattern!r}" if pattern else "dcase"
     problem = listing_problem(listed, data, machines=machines, split=split, layout=layout)
     if problem:

@@ -26,6 +26,7 @@ import posixpath
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -407,3 +408,23 @@ def submission_files(df: pd.DataFrame) -> dict[str, str]:
             "submission: %d error clip(s) written with their section's highest score and decision 1", n_filled
         )
     return out
+
+
+def strict_json(obj: Any, **kw: Any) -> str:
+    """JSON that strict parsers accept: NaN and infinities as null, numpy scalars as
+    numbers (``json.dumps`` writes a bare ``NaN``)."""
+    import json
+    import math
+
+    def clean(o: Any) -> Any:
+        if isinstance(o, dict):
+            return {str(k): clean(v) for k, v in o.items()}
+        if isinstance(o, list | tuple):
+            return [clean(v) for v in o]
+        if isinstance(o, np.generic):
+            o = o.item()
+        if isinstance(o, float) and not math.isfinite(o):
+            return None
+        return o
+
+    return json.dumps(clean(obj), allow_nan=False, default=str, **kw)

@@ -41,7 +41,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import logging
 import math
 import os
@@ -53,8 +52,9 @@ from asd_core import results
 from asd_core.artifact import list_artifacts
 from asd_core.catalog import ListedClip, list_checked, parse_only
 from asd_core.pipeline import DECODE_BATCH, DEFAULT_BATCH, ScoreActor, fetch_decode
+from asd_core.results import strict_json
 from asd_core.runs import DEFAULT_LEASE_TTL_S, validate_run_id
-from asd_core.runstore import RunStore, json_default, write_table
+from asd_core.runstore import RunStore, write_table
 from asd_core.scorerun import (
     DEFAULT_MAX_READ_FAILURE_RATE,
     STAGE_ROWS_PER_FILE,
@@ -197,7 +197,19 @@ def main(argv: list[str] | None = None) -> int:
     """Exit 0: published, within the error limits; 1: published, but every clip failed
     to read or an error rate was exceeded; 2: nothing could start (no model at all:
     the error rows are still published; another run holds the output's lease; the
-    cluster lacks the requested GPUs; a bad run id)."""
+    cluster lacks the requested GPUs; a bad run id); 130: stopped (Ctrl-C, SIGTERM:
+    nothing of the run is published; the next run removes what it staged)."""
+    from jobs.common import stop_on_sigterm
+
+    try:
+        with stop_on_sigterm():
+            return _main(argv)
+    except KeyboardInterrupt:
+        print("asd score: stopped (the next run finishes or removes what this one left)")
+        return 130
+
+
+def _main(argv: list[str] | None) -> int:
     import contextlib
 
     from asd_core.runs import LeaseHeld
@@ -227,14 +239,16 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as e:  # a bad run id, URI scheme, manifest, template, an empty listing
         print(f"asd score: {e}")
         return 2
-    session = contextlib.nullcontext() if no_models else ray_session(args.address, args.endpoint_url)
+    if not listed:  # a night with no recordings is a normal night: an empty run, exit 0
+        print(f"asd score: no clips listed under {data.uri} for --only {' '.join(args.only)}: nothing to score")
+    session = contextlib.nullcontext() if no_models or not listed else ray_session(args.address, args.endpoint_url)
     try:
         with session:
             summary = run_with_lease(opts, ray_pipeline(opts), listed)
     except (LeaseHeld, ResourcesUnavailable) as e:
         print(f"asd score: {e}")
         return 2
-    print(json.dumps(summary, default=json_default) if args.json else format_summary(summary))
+    print(strict_json(summary) if args.json else format_summary(summary))
     if no_models:
         print(f"asd score: no model artifact under {models_loc.uri} (expected <models>/<machine_type>/current.json); "
               f"{summary['n_scored']} clips published as errors")
