@@ -65,6 +65,9 @@ class ListedClip:
     label: str | None = None  # "normal" / "anomaly" / None (unlabelled)
     split: str | None = None
     attributes: dict[str, str] = field(default_factory=dict, hash=False, compare=False)
+    # False when the archive does not say the split (a template without {split}, a
+    # manifest row without one): training then holds normals out (asd_core.holdout)
+    split_known: bool = field(default=True, compare=False)
 
     @property
     def ok(self) -> bool:
@@ -311,7 +314,7 @@ def list_pattern(
             continue
         if split and "split" in pat.fields and c.split not in (None, split):
             continue
-        out.append(c if c.split or not split else replace(c, split=split))
+        out.append(c if c.split or not split else replace(c, split=split, split_known=False))
     return out
 
 
@@ -432,7 +435,7 @@ def read_manifest(
                 f"manifest {loc.uri} row {line}: {data.uri_of(p)} is {what}; a training manifest lists "
                 "normal training clips only"
             )
-        out.append(c)
+        out.append(c if c.split else replace(c, split_known=False))
     return out
 
 

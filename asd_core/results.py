@@ -213,10 +213,12 @@ def apply_ground_truth(df: pd.DataFrame, gt: GroundTruth | None) -> pd.DataFrame
 
 # ---------------------------------------------------------------- metrics
 def evaluable(df: pd.DataFrame) -> pd.DataFrame:
-    """The ok rows with a known label and section (what metrics are computed on)."""
+    """The ok rows with a known label and section that are not training clips (what
+    metrics are computed on)."""
     if df.empty:
         return df
     sel = (df["status"] == STATUS_OK) & df["label"].notna() & df["section"].notna() & df["anomaly_score"].notna()
+    sel &= df["split"].fillna("") != "train"
     return df[sel]
 
 

@@ -29,6 +29,7 @@ from .artifact import list_artifacts, save_artifact
 from .catalog import ListedClip, list_clips, machine_types
 from .config import ASDConfig
 from .dcase import AUDIO_SUFFIXES
+from .holdout import HoldOut, relative
 from .kinds import get_kind
 from .runs import new_run_id, validate_run_id
 from .storage import Location, ensure_bucket, open_location, read_bytes, write_bytes
@@ -310,6 +311,19 @@ def format_record(record: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def hold_out(clips: list[ListedClip], data_loc: Location, cfg: ASDConfig) -> tuple[list[ListedClip], dict]:
+    """Leave ``train.holdout_share`` of the normal clips whose split the archive does
+    not say out of training; returns the clips to train on and the rule to record
+    (``{}`` when nothing was held out)."""
+    rule = HoldOut(cfg.train.holdout_share, cfg.train.seed)
+    if rule.share <= 0 or all(c.split_known for c in clips):
+        return clips, {}
+    keep = [c for c in clips if c.split_known or c.label == "anomaly" or not rule.held_out(relative(c.path, data_loc.path))]
+    log.info("%s: %d of %d normal clips held out for evaluation (no split in the archive; seed %d)",
+             clips[0].machine_type if clips else "", len(clips) - len(keep), len(clips), rule.seed)
+    return keep, {**rule.to_dict(), "n_held_out": len(clips) - len(keep)}
+
+
 # ---------------------------------------------------------------- one type
 # fit(rows, spec) -> (trained model on the CPU in eval mode, checkpoint state)
 Fit = Callable[[np.ndarray, dict[str, Any]], tuple[torch.nn.Module, dict[str, Any]]]
@@ -329,7 +343,8 @@ def train_type_from_spec(spec: dict[str, Any], fit: Fit) -> dict[str, Any]:
         data_loc: Location = spec["data_loc"]
         if spec.get("clips") is not None:  # listed on the driver from a manifest or a template
             where = f"{data_loc.uri} ({spec['source']})"
-            paths, skipped, domains = select_training_clips(spec["clips"], dcase_layout=False)
+            clips, holdout = hold_out(spec["clips"], data_loc, cfg)
+            paths, skipped, domains = select_training_clips(clips, dcase_layout=False)
         else:
             type_dir = data_loc.join(mt, "train")
             where = type_dir.uri
@@ -353,6 +368,8 @@ def train_type_from_spec(spec: dict[str, Any], fit: Fit) -> dict[str, Any]:
         t_train = time.perf_counter() - t1
         fitted = kind.finalize(model, prep.prepared, cfg)
         fitted.extras = {**fitted.extras, "level_db": prep.level_db}  # sensor check at scoring
+        if spec.get("clips") is not None and holdout:  # scoring evaluates exactly the held-out normals
+            fitted.extras["holdout"] = holdout
         threshold, scores = fitted.threshold, fitted.train_scores
         summary = {
             "model_kind": kind.name,

@@ -110,3 +110,34 @@ def test_model_listing_shows_no_epochs_for_kinds_without_training(knn_models):
     row = next(line for line in text.splitlines() if line.startswith("press"))
     cells = [c.strip() for c in row.split("|")]
     assert cells[3] == "knn" and cells[5] == "-"
+
+
+def test_a_tree_without_split_holds_normals_out_and_never_evaluates_training_clips(tmp_path):
+    """MIMII-style tree: training keeps a seeded share of the normals out; the artifact
+    records the rule; scoring evaluates the held-out normals and the anomalies only."""
+    from asd_core.pipeline import clip_items, model_index
+    from asd_core.trainprep import select_training_clips
+    from asd_core.trainrun import hold_out
+
+    data = open_location(str(tmp_path / "data"))
+    for i in range(30):
+        write_bytes(data, f"{data.path}/fan/id_00/normal/{i:04d}.wav", encode_wav(_wav(i), SR))
+    for i in range(6):
+        write_bytes(data, f"{data.path}/fan/id_00/abnormal/{i:04d}.wav", encode_wav(_wav(100 + i, True), SR))
+    pattern = "{machine_type}/{section}/{label}/{name}.wav"
+    cfg = preset("tiny").override({"model.kind": "knn"})
+    train_listing = list_pattern(data, pattern, split="train")
+    kept, rule = hold_out(train_listing, data, cfg)
+    paths, skipped, _ = select_training_clips(kept, dcase_layout=False)
+    held = {c.path for c in train_listing if c.label == "normal"} - set(paths)
+    assert rule["n_held_out"] == len(held) and 2 <= len(held) <= 12  # about a fifth of 30
+    assert all("abnormal" in p for p, _ in skipped)  # anomalies never train
+    trained = train_type([_wav(int(p.rsplit("/", 1)[-1][:4])) for p in paths], cfg)
+    trained.fitted.extras["holdout"] = rule
+    models = open_location(str(tmp_path / "models"))
+    save_artifact(models, "fan", trained.fitted, cfg)
+    items = clip_items(list_pattern(data, pattern, split="test"), data, model_index(models), "r1")
+    by_path = {i["path"]: i for i in items}
+    assert {p for p, i in by_path.items() if i["split"] == "train"} == set(paths)  # trained on: not evaluated
+    evaluated = results.evaluable(pd.DataFrame([{**i, "status": "ok", "anomaly_score": 1.0} for i in items]))
+    assert set(evaluated["path"]) == held | {p for p in by_path if "abnormal" in p}
