@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from ...metrics import gamma_threshold
-from ...neighbours import NeighbourBank
+from ...neighbours import DomainBanks, NeighbourBank
 from ..base import ClipRows, Config, Fitted, Prepared, register_kind
 from .config import KnnConfig
 from .features import clip_statistics, segments
@@ -28,7 +28,7 @@ MAX_BANK_SEGMENTS = 50_000
 
 
 class _KnnDetector:
-    def __init__(self, bank: NeighbourBank, level: str):
+    def __init__(self, bank: NeighbourBank | DomainBanks, level: str):
         self.bank, self.level = bank, level
 
     def score(self, clips: Sequence[torch.Tensor]) -> np.ndarray:
@@ -83,6 +83,14 @@ class KnnKind:
         raise TypeError("the knn kind has no trainable model")
 
     def finalize(self, model, prep: Prepared, cfg: Config) -> Fitted:
+        if cfg.knn.knn_banks not in ("domain", "one"):
+            raise ValueError(f"knn.knn_banks must be 'domain' or 'one', got {cfg.knn.knn_banks!r}")
+        if cfg.knn.knn_level == "clip" and cfg.knn.knn_banks == "domain":  # one row per clip, in clip order
+            doms = prep.domains if len(prep.domains) == len(prep.train_data) else [None] * len(prep.train_data)
+            banks = DomainBanks.fit(prep.train_data, doms, k=cfg.knn.knn_k)
+            scores = banks.score(prep.train_data, self_domain=banks.domain)  # each clip without itself
+            scores = scores[np.isfinite(scores)]
+            return Fitted(banks.state_dict("bank."), {}, gamma_threshold(scores, cfg.score.threshold_quantile), scores)
         bank = NeighbourBank.fit(prep.train_data, k=cfg.knn.knn_k)
         if cfg.knn.knn_level == "clip":
             scores = bank.score(prep.train_data, exclude_self=True)
@@ -95,7 +103,8 @@ class KnnKind:
         return self._rows(wav, cfg)
 
     def load(self, state, extras, cfg, device, n_masks=None) -> _KnnDetector:
-        return _KnnDetector(NeighbourBank.from_state(state, "bank."), cfg.knn.knn_level)
+        banks = DomainBanks.from_state(state, "bank.") if "bank.domain" in state else None
+        return _KnnDetector(banks or NeighbourBank.from_state(state, "bank."), cfg.knn.knn_level)
 
 
 def _without(prep: Prepared, i: int, cfg: Config) -> NeighbourBank:

@@ -2,8 +2,9 @@
 archive (``asd synth --reference``) and for the studies in ``bench/``.
 
 Per clip the log-mel statistics of :func:`.features.clip_statistics`; the score is the
-mean distance to the k nearest training clips after standardising on them
-(:class:`asd_core.neighbours.NeighbourBank`, what the knn kind stores). Listing comes
+distance to the nearest training clips of each domain after standardising on them,
+the smallest over the domains (:class:`asd_core.neighbours.DomainBanks`, what the knn
+kind stores by default). Listing comes
 from :mod:`asd_core.catalog`, metrics from :mod:`asd_core.metrics` (the official
 evaluator's). A dataset on which this gets AUC 1.0 is too easy to tell detectors apart;
 one on which it is at 0.5 may hide anomalies nobody can find.
@@ -20,7 +21,7 @@ import numpy as np
 from ...audio import decode
 from ...catalog import list_archive
 from ...metrics import gamma_threshold, section_metrics
-from ...neighbours import NeighbourBank
+from ...neighbours import DomainBanks
 from ...stages import FeatureConfig
 from ...storage import open_location, read_bytes
 from .features import clip_statistics
@@ -64,8 +65,8 @@ def evaluate_reference(
             return np.stack([clip_features(decode(read_bytes(loc, c.path), _FEATURES.sample_rate)) for c in clips])
 
         train_feats = feats(train)
-        bank = NeighbourBank.fit(train_feats, k=k)
-        threshold = gamma_threshold(bank.score(train_feats, exclude_self=True))
+        bank = DomainBanks.fit(train_feats, [c.clip.domain for c in train], k=k)
+        threshold = gamma_threshold(bank.score(train_feats, self_domain=bank.domain))
         scores = bank.score(feats(test))
         y = [int(bool(c.clip.is_anomaly)) for c in test]
         m = section_metrics(mt, "00", y, scores, [c.clip.domain or "" for c in test], (scores > threshold).astype(int))
