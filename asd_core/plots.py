@@ -12,12 +12,14 @@ import io
 import numpy as np
 import pandas as pd
 
+from .stages import DEFAULT_KIND
+
 # p of the DCASE pAUC: the ROC area up to this false positive rate
 PAUC_MAX_FPR = 0.1
 
 
 def _kinds(df: pd.DataFrame) -> pd.DataFrame:
-    kinds = df["model_kind"].fillna("").replace("", "unet") if "model_kind" in df.columns else "unet"
+    kinds = df["model_kind"].fillna("").replace("", DEFAULT_KIND) if "model_kind" in df.columns else DEFAULT_KIND
     return df.assign(model_kind=kinds)
 
 
@@ -102,7 +104,7 @@ def histogram_figure(df: pd.DataFrame, machine_type: str, run_id: str | None = N
 
     ok = df[(df["status"] == STATUS_OK) & (df["machine_type"] == machine_type) & df["anomaly_score"].notna()]
     ok = _kinds(ok).assign(label=ok["label"].fillna("unlabelled"), domain=ok["domain"].fillna("no domain"))
-    kinds = sorted(ok["model_kind"].unique()) or ["unet"]
+    kinds = sorted(ok["model_kind"].unique()) or [DEFAULT_KIND]
     domains = sorted(ok["domain"].unique()) or ["no domain"]
     fig = Figure(figsize=(4.6 * len(domains), 2.9 * len(kinds) + 0.6), layout="constrained")
     axes = np.atleast_2d(fig.subplots(len(kinds), len(domains), squeeze=False))

@@ -34,6 +34,7 @@ import pyarrow as pa
 
 from .metrics import SectionMetrics, official_score, section_metrics
 from .paths import is_segment
+from .stages import DEFAULT_KIND
 
 log = logging.getLogger(__name__)
 
@@ -230,9 +231,9 @@ def compute_metrics(df: pd.DataFrame) -> tuple[list[SectionMetrics], float]:
     """
     ev = evaluable(df)
     if "model_kind" in ev.columns:
-        ev = ev.assign(model_kind=ev["model_kind"].fillna("").replace("", "unet"))
+        ev = ev.assign(model_kind=ev["model_kind"].fillna("").replace("", DEFAULT_KIND))
     else:
-        ev = ev.assign(model_kind="unet")  # rows written before model kinds existed
+        ev = ev.assign(model_kind=DEFAULT_KIND)  # rows written before model kinds existed
     sections: list[SectionMetrics] = []
     for (mt, sec, kind), g in ev.groupby(["machine_type", "section", "model_kind"], sort=True):
         m = section_metrics(
@@ -281,7 +282,7 @@ def metrics_table(sections: Sequence[SectionMetrics], run_id: str = "", official
 def sections_from_table(table: pa.Table) -> list[SectionMetrics]:
     keep = {f for f in SectionMetrics.__dataclass_fields__}
     return [
-        SectionMetrics(**{k: (v if v is not None or k != "model_kind" else "unet") for k, v in r.items() if k in keep})
+        SectionMetrics(**{k: (v if v is not None or k != "model_kind" else DEFAULT_KIND) for k, v in r.items() if k in keep})
         for r in table.to_pylist()
     ]
 
@@ -290,8 +291,8 @@ def side_by_side(sections: Sequence[SectionMetrics], kinds: Sequence[str] | None
     """The technical report's Table 4 layout across model kinds: one line per machine
     type and section, AUC(source), AUC(target) and pAUC (in %) of every kind side by
     side, each kind's official score underneath."""
-    kinds = list(kinds or dict.fromkeys(m.model_kind or "unet" for m in sections))
-    by = {(m.machine_type, m.section, m.model_kind or "unet"): m for m in sections}
+    kinds = list(kinds or dict.fromkeys(m.model_kind or DEFAULT_KIND for m in sections))
+    by = {(m.machine_type, m.section, m.model_kind or DEFAULT_KIND): m for m in sections}
     keys = sorted({(m.machine_type, m.section) for m in sections})
     head = ["Machine", "Section"] + [f"{k} {c}" for k in kinds for c in ("AUC(s)", "AUC(t)", "pAUC")]
     body = []
@@ -303,7 +304,7 @@ def side_by_side(sections: Sequence[SectionMetrics], kinds: Sequence[str] | None
         body.append(row)
     offs = ["official score", ""]
     for k in kinds:
-        off = official_score([m for m in sections if (m.model_kind or "unet") == k])
+        off = official_score([m for m in sections if (m.model_kind or DEFAULT_KIND) == k])
         offs += [_pct(off), "", ""]
     body.append(offs)
     return _grid(head, body)

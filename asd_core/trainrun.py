@@ -91,7 +91,7 @@ def initial_model(
 ) -> tuple[torch.nn.Module, dict[str, Any], dict[str, Any] | None]:
     """``(model, state, optimizer state)``: the kind's network with seeded initial
     weights (the same on every rank and every run), or a checkpoint's weights and
-    progress (its resume recorded in ``state["resumes"]``)."""
+    progress."""
     torch.manual_seed(cfg.train.seed)
     model = get_kind(cfg.model.kind).build(cfg)
     if sync_batchnorm:
@@ -100,7 +100,6 @@ def initial_model(
         return model, new_state(), None
     blob, state = load_checkpoint(checkpoint_dir)
     model.load_state_dict(blob["model"])
-    state["resumes"].append(state["epoch"])
     return model, state, blob["optimizer"]
 
 

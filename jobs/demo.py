@@ -39,7 +39,7 @@ SIZES = ARCHIVE_SIZES
 # CPU settings of the tiny preset for the demo: enough epochs to learn the machines,
 # few enough tiles per type that seven types train in minutes on two cores.
 CPU_OVERRIDES = {"epochs": 10, "max_train_tiles": 480, "n_masks": 16, "ae_epochs": 30}
-KINDS = ("unet", "baseline-ae", "knn")
+KINDS = ("unet", "baseline-ae", "knn")  # the order they train and report in
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -225,17 +225,18 @@ def _main(argv: list[str] | None) -> int:
         data = open_location(opts.data_uri, opts.endpoint_url)
         models_loc = open_location(opts.models_uri, opts.endpoint_url)
         out = open_location(opts.out_uri, opts.endpoint_url)
-        with storage_errors("output", opts.out_uri):
-            ensure_bucket(out)  # as asd train does for its models bucket
-            if opts.run_id and RunStore(out).is_published(opts.run_id):
-                raise ValueError(f"run {opts.run_id!r} is already published under {out.uri}; runs are never "
-                                 "rewritten (choose another --run-id)")
         with storage_errors("models", opts.models_uri):
             no_models = not list_artifacts(models_loc)  # no Ray is needed then
         with storage_errors("data", opts.data_uri):
             listed = list_checked(data, split=opts.split, machines=opts.machines, pattern=opts.pattern,
                                   manifest=opts.manifest, endpoint_url=opts.endpoint_url, only=opts.only,
                                   allow_roots=opts.allow_roots)
+        with storage_errors("output", opts.out_uri):  # only once the inputs are fine: nothing written before
+            if out.protocol != "file":
+                ensure_bucket(out)  # as asd train does for its models bucket
+            if opts.run_id and RunStore(out).is_published(opts.run_id):
+                raise ValueError(f"run {opts.run_id!r} is already published under {out.uri}; runs are never "
+                                 "rewritten (choose another --run-id)")
     except ValueError as e:  # a bad run id, URI scheme, manifest, template, an empty listing
         print(f"asd score: {e}")
         return 2

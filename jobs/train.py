@@ -92,10 +92,10 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         # SyncBatchNorm keeps BN statistics those of the global batch; it is GPU-only,
         # so CPU DDP normalises each rank's share on its own (losses differ slightly).
         model, state, opt_state = initial_model(cfg, d, sync_batchnorm=world > 1 and device.type == "cuda")
+    state["resumes"] += [state["epoch"]] if ckpt else []  # where this attempt resumed
     if ckpt and rank == 0:
         log.info("%s: resuming from the checkpoint after epoch %d", mt, state["epoch"])
-    model = ray.train.torch.prepare_model(model)  # to device; DDP when world > 1
-    prepare_model(model, cfg.model.channels_last)
+    model = prepare_model(ray.train.torch.prepare_model(model), cfg.model.channels_last)  # device; DDP if world > 1
     opt = kind.optimizer(model, cfg)
     if opt_state is not None:
         opt.load_state_dict(opt_state)

@@ -149,7 +149,7 @@ def test_job_main_writes_and_reports(tmp_path, capsys):
     )
     assert rc == 0
     text = capsys.readouterr().out
-    assert "AUC(src)" in text and "fan" in text and "valve" in text
+    assert "AUC(source)" in text and "fan" in text and "valve" in text
     assert len(list((out / "fan" / "train").glob("*.wav"))) == 8
     assert main([str(out), "--machines", "toaster"]) == 2
 
