@@ -23,7 +23,6 @@ import pyarrow as pa
 from . import results
 from .artifact import artifact_uri, config_of, extras_of, list_artifacts, load_artifact, read_meta
 from .catalog import ListedClip
-from .holdout import HoldOut, relative
 from .kinds import DEFAULT_KIND, get_kind
 from .results import STATUS_ERROR, STATUS_OK
 from .storage import Location, open_location, read_many
@@ -118,9 +117,6 @@ def clip_items(
             "run_id": run_id,
             "status": None,
         }
-        rule = HoldOut.from_dict(extras_of(meta).get("holdout")) if meta and not c.split_known else None
-        if rule and c.label != "anomaly" and not rule.held_out(relative(c.path, data.path)):
-            row["split"] = "train"  # the model trained on it: scored, never evaluated
         if gt is not None and c.section is not None:
             key = (c.machine_type, c.section, row["file_name"])
             row["label"] = gt.labels.get(key, row["label"])

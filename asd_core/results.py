@@ -32,6 +32,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
+from .holdout import HoldOut, relative
 from .metrics import SectionMetrics, official_score, section_metrics
 from .paths import is_segment
 from .stages import DEFAULT_KIND
@@ -214,13 +215,28 @@ def apply_ground_truth(df: pd.DataFrame, gt: GroundTruth | None) -> pd.DataFrame
 
 # ---------------------------------------------------------------- metrics
 def evaluable(df: pd.DataFrame) -> pd.DataFrame:
-    """The ok rows with a known label and section that are not training clips (what
-    metrics are computed on)."""
+    """The ok rows with a known label and section (what metrics are computed on)."""
     if df.empty:
         return df
     sel = (df["status"] == STATUS_OK) & df["label"].notna() & df["section"].notna() & df["anomaly_score"].notna()
-    sel &= df["split"].fillna("") != "train"
     return df[sel]
+
+
+def drop_training_clips(df: pd.DataFrame, rules: dict[str, HoldOut], root: str) -> tuple[pd.DataFrame, int]:
+    """``df`` without the normal clips a machine type's model trained on (its
+    :class:`asd_core.holdout.HoldOut` rule, paths below ``root``), and how many."""
+    if df.empty or not rules:
+        return df, 0
+    trained = [
+        mt in rules and label != "anomaly" and not rules[mt].held_out(relative(_fs(path), root))
+        for mt, label, path in zip(df["machine_type"], df["label"], df["path"], strict=True)
+    ]
+    keep = ~np.asarray(trained, dtype=bool)
+    return df[keep], int((~keep).sum())
+
+
+def _fs(uri: str) -> str:
+    return uri.split("://", 1)[1] if "://" in uri else uri
 
 
 def compute_metrics(df: pd.DataFrame) -> tuple[list[SectionMetrics], float]:

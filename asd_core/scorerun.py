@@ -21,7 +21,9 @@ from typing import Any
 import pyarrow as pa
 
 from . import results
+from .artifact import extras_of
 from .catalog import ListedClip, list_clips
+from .holdout import HoldOut
 from .kinds import DEFAULT_KIND
 from .pipeline import DEFAULT_BATCH, clip_items, model_index
 from .runs import DEFAULT_LEASE_TTL_S, Lease, new_run_id, validate_run_id
@@ -159,7 +161,8 @@ def score_run(
             "started_at": started_at.isoformat(),
         },
     )
-    summary = _publish_outputs(store, record, new, carried, gt, opts.split)
+    holdouts = {mt: r for mt, m in models.items() if (r := HoldOut.from_dict(extras_of(m).get("holdout")))}
+    summary = _publish_outputs(store, record, new, carried, gt, opts.split, (holdouts, data.path))
     summary.update(
         n_listed=len(listed),
         pipeline_seconds=pipeline_s,
@@ -178,13 +181,15 @@ def score_run(
 
 def _publish_outputs(
     store: RunStore, record: dict[str, Any], new: pa.Table, carried: list[dict], gt: results.GroundTruth | None,
-    split: str,
+    split: str, holdouts: tuple[dict[str, HoldOut], str] = ({}, ""),
 ) -> dict[str, Any]:
     """Metrics and submission over every listed clip's row (this run's and the carried
-    ones), alerts over this run's rows; returns the summary's run fields."""
+    ones) but the clips a model trained on (``holdouts``: each type's rule and the data
+    root), alerts over this run's rows; returns the summary's run fields."""
     out, run_id = store.out, record["run_id"]
     view = pa.concat_tables([results.to_table(carried), new]).to_pandas()
     view = results.apply_ground_truth(view, gt)
+    view, n_trained = results.drop_training_clips(view, *holdouts)
     sections, official = results.compute_metrics(view)
     metrics_path = store.run_output("metrics", record, "metrics.parquet")
     write_table(out, metrics_path, results.metrics_table(sections, run_id, official))
@@ -205,6 +210,7 @@ def _publish_outputs(
         "n_error": record["n_error"],
         "errors_by_reason": record["errors_by_reason"],
         "n_evaluated": n_evaluated,
+        "n_training_clips": n_trained,  # scored, but never evaluated: the model trained on them
         "labelled": n_evaluated > 0,
         "official_score": official,
         "sections": [m.to_dict() for m in sections],
@@ -241,6 +247,9 @@ def format_summary(summary: dict[str, Any]) -> str:
     off = summary["official_score"]
     metrics = (f"official score {100 * off:.2f}" if summary.get("labelled", True) and math.isfinite(off)
                else "no labelled clips: no metrics (labels come from names, --pattern/--manifest or --ground-truth)")
+    if summary.get("n_training_clips"):
+        metrics += (f" (held-out normals and anomalies only: {summary['n_training_clips']} clips the models "
+                    "trained on are scored, not evaluated)")
     text = (
         f"run {summary['run_id']}: {summary['n_listed']} clips listed, {summary['n_skipped']} skipped, "
         f"{summary['n_scored']} scored ({summary['n_ok']} ok, {summary['n_error']} errors"

@@ -340,6 +340,7 @@ def train_type_from_spec(spec: dict[str, Any], fit: Fit) -> dict[str, Any]:
     try:
         cfg = ASDConfig.from_dict(spec["config"])
         data_loc: Location = spec["data_loc"]
+        holdout: dict = {}
         if spec.get("clips") is not None:  # listed on the driver from a manifest or a template
             where = f"{data_loc.uri} ({spec['source']})"
             clips, holdout = hold_out(spec["clips"], data_loc, cfg)
@@ -367,7 +368,7 @@ def train_type_from_spec(spec: dict[str, Any], fit: Fit) -> dict[str, Any]:
         t_train = time.perf_counter() - t1
         fitted = kind.finalize(model, prep.prepared, cfg)
         fitted.extras = {**fitted.extras, "level_db": prep.level_db}  # sensor check at scoring
-        if spec.get("clips") is not None and holdout:  # scoring evaluates exactly the held-out normals
+        if holdout:  # scoring evaluates exactly the held-out normals
             fitted.extras["holdout"] = holdout
         threshold, scores = fitted.threshold, fitted.train_scores
         summary = {
@@ -405,6 +406,7 @@ def train_type_from_spec(spec: dict[str, Any], fit: Fit) -> dict[str, Any]:
             prepare_seconds=round(t_prep, 2),
             train_seconds=round(t_train, 2),
             samples_per_s_per_worker=state["samples_per_s"],
+            n_held_out=holdout.get("n_held_out", 0),
         )
         log.info("%s: done, model %s, threshold %.4f (%.1f s)", mt, model_id, threshold, time.perf_counter() - t0)
     except Exception as e:  # noqa: BLE001 - a type fails alone, with its message

@@ -119,6 +119,7 @@ def rule_scores(tr: dict[str, np.ndarray], te: dict[str, np.ndarray], domains: l
         both = np.concatenate([cat3[0], tr["stats"]], 1), np.concatenate([cat3[1], te["stats"]], 1)
         out["knn_err+stats_domains"] = DomainBanks.fit(both[0], domains, k=5).score(both[1])  # standardised, joined
         out["fuse_z_err_stats"] = _z_fusion([(cat3[0], cat3[1]), (tr["stats"], te["stats"])], domains)
+        out["fuse_ratio_err_stats"] = _z_fusion([(cat3[0], cat3[1]), (tr["stats"], te["stats"])], domains, ratio=True)
     encs = sorted(k for k in tr if k.startswith("enc"))
     cat_e = np.concatenate([tr[k] for k in encs], 1), np.concatenate([te[k] for k in encs], 1)
     out["knn_enc_domains"] = DomainBanks.fit(cat_e[0], domains, k=5).score(cat_e[1])
@@ -140,14 +141,16 @@ def rule_scores(tr: dict[str, np.ndarray], te: dict[str, np.ndarray], domains: l
     return out
 
 
-def _z_fusion(views: list[tuple[np.ndarray, np.ndarray]], domains: list[str]) -> np.ndarray:
+def _z_fusion(views: list[tuple[np.ndarray, np.ndarray]], domains: list[str], ratio: bool = False) -> np.ndarray:
     """Sum over views of each view's per-domain-bank distance, z-scored against the
-    training clips' own (leave-one-out) distances in that view."""
+    training clips' own (leave-one-out) distances in that view (``ratio``: divided by
+    their mean instead, which keeps the score positive)."""
     total = 0.0
     for tr, te in views:
         bank = DomainBanks.fit(tr, domains, k=5)
         own = bank.score(tr, self_domain=bank.domain)
-        total = total + (bank.score(te) - own.mean()) / (own.std() + 1e-9)
+        s = bank.score(te)
+        total = total + (s / own.mean() if ratio else (s - own.mean()) / (own.std() + 1e-9))
     return total
 
 

@@ -198,7 +198,7 @@ def main(argv: list[str] | None = None) -> int:
     to read or an error rate was exceeded; 2: nothing could start (no model at all:
     the error rows are still published; another run holds the output's lease; the
     cluster lacks the requested GPUs; a bad run id); 130: stopped (Ctrl-C, SIGTERM:
-    nothing of the run is published; the next run removes what it staged)."""
+    the next run finishes or removes what this one left)."""
     from jobs.common import stop_on_sigterm
 
     try:

@@ -136,12 +136,15 @@ def test_knn_score_equals_hand_computation_on_three_clips(tmp_path):
     assert np.isfinite(tt.threshold) and tt.threshold > 0
 
 
-@pytest.mark.parametrize("rule", ["knn_err", "knn_enc"])
+@pytest.mark.parametrize("rule", ["knn_err", "knn_enc", "knn_err_stats"])
 def test_unet_neighbour_rules_find_anomalies(rule):
     rng = np.random.default_rng(4)
     cfg = preset("tiny", {"rule": rule, "epochs": "3"})
     tt = train_type([harmonic_tone(rng, 3.0) for _ in range(16)], cfg)
     assert tt.fitted.state["bank.bank"].shape[0] == 16  # every training clip in the bank
+    if rule == "knn_err_stats":  # a second bank, of the clips' statistics, and each view's scale
+        assert tt.fitted.state["bank1.bank"].shape == (16, 2 * cfg.features.n_mels)
+        assert len(tt.fitted.extras["view_scales"]) == 2
     scorer = Scorer({"hum": tt.artifact("hum")})
     normal = [scorer.score_wav("hum", harmonic_tone(rng, 3.0)).score for _ in range(8)]
     anomalous = [scorer.score_wav("hum", a(rng, harmonic_tone(rng, 3.0))).score for a in ANOMALIES for _ in range(3)]
@@ -211,3 +214,20 @@ def test_tiny_default_beats_the_knn_reference_on_two_generated_types():
             out += [m.auc_source, m.auc_target, m.pauc]
     assert preset("tiny").score.rule == preset("default").score.rule == "knn_err"
     assert official_score_values(ours) > official_score_values(ref), (ours, ref)
+
+
+def test_knn_kind_keeps_a_bank_per_domain():
+    """Ten target clips far from the source clips: a normal target clip is near its own
+    domain's bank, so it scores like a source normal, not like an anomaly."""
+    rng = np.random.default_rng(5)
+    src = [harmonic_tone(rng, 2.0, f0=200.0) for _ in range(40)]
+    tgt = [harmonic_tone(rng, 2.0, f0=320.0) for _ in range(10)]
+    cfg = preset("tiny", {"kind": "knn"})
+    both = train_type(src + tgt, cfg, domains=["source"] * 40 + ["target"] * 10)
+    assert "bank.domain" in both.fitted.state
+    one = train_type(src + tgt, cfg.override({"knn_banks": "one"}), domains=["source"] * 40 + ["target"] * 10)
+    assert "bank.domain" not in one.fitted.state
+    query = harmonic_tone(rng, 2.0, f0=320.0)
+    s_both = Scorer({"m": both.artifact("m")}).score_wav("m", query).score
+    s_one = Scorer({"m": one.artifact("m")}).score_wav("m", query).score
+    assert s_both < s_one  # the target normal's nearest neighbours are its own domain's

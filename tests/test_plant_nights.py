@@ -136,8 +136,11 @@ def test_a_tree_without_split_holds_normals_out_and_never_evaluates_training_cli
     trained.fitted.extras["holdout"] = rule
     models = open_location(str(tmp_path / "models"))
     save_artifact(models, "fan", trained.fitted, cfg)
+    from asd_core.holdout import HoldOut
+
     items = clip_items(list_pattern(data, pattern, split="test"), data, model_index(models), "r1")
-    by_path = {i["path"]: i for i in items}
-    assert {p for p, i in by_path.items() if i["split"] == "train"} == set(paths)  # trained on: not evaluated
-    evaluated = results.evaluable(pd.DataFrame([{**i, "status": "ok", "anomaly_score": 1.0} for i in items]))
-    assert set(evaluated["path"]) == held | {p for p in by_path if "abnormal" in p}
+    assert len(items) == 36  # every clip is scored
+    scored = pd.DataFrame([{**i, "status": "ok", "anomaly_score": 1.0} for i in items])
+    kept, n_trained = results.drop_training_clips(scored, {"fan": HoldOut.from_dict(rule)}, data.path)
+    assert n_trained == len(paths)  # trained on: never evaluated
+    assert set(results.evaluable(kept)["path"]) == held | {i["path"] for i in items if "abnormal" in i["path"]}

@@ -85,8 +85,9 @@ class KnnKind:
     def finalize(self, model, prep: Prepared, cfg: Config) -> Fitted:
         if cfg.knn.knn_banks not in ("domain", "one"):
             raise ValueError(f"knn.knn_banks must be 'domain' or 'one', got {cfg.knn.knn_banks!r}")
-        if cfg.knn.knn_level == "clip" and cfg.knn.knn_banks == "domain":  # one row per clip, in clip order
-            doms = prep.domains if len(prep.domains) == len(prep.train_data) else [None] * len(prep.train_data)
+        doms = prep.domains if len(prep.domains) == len(prep.train_data) else [None] * len(prep.train_data)
+        several = len({d or "source" for d in doms}) > 1  # one domain known: one bank, as before
+        if cfg.knn.knn_level == "clip" and cfg.knn.knn_banks == "domain" and several:  # a row per clip, in order
             banks = DomainBanks.fit(prep.train_data, doms, k=cfg.knn.knn_k)
             scores = banks.score(prep.train_data, self_domain=banks.domain)  # each clip without itself
             scores = scores[np.isfinite(scores)]

@@ -12,7 +12,11 @@ reconstruction turns into its anomaly score:
   target-domain clips are neighbours of their own. The README's study measures it
   against ``mse`` and the references;
 - ``knn_enc``: the same with the U-Net encoder's own features of the unmasked tiles
-  (per level, channels x bands, mean and std over time, averaged over tiles).
+  (per level, channels x bands, mean and std over time, averaged over tiles);
+- ``knn_err_stats``: both views of a clip, its error profile and its log-mel statistics
+  (per band mean and std over the clip's tiles), each against its own per-domain banks;
+  the score is the sum of the two distances, each divided by the mean distance of the
+  training clips (left out of their own bank) in that view.
 """
 
 from __future__ import annotations
@@ -36,7 +40,9 @@ from .network import UNet
 from .scoring import per_clip_mean, score_tiles
 from .training import train_epoch
 
-RULES = ("mse", "knn_err", "knn_enc")
+RULES = ("mse", "knn_err", "knn_enc", "knn_err_stats")
+# The clip views each neighbour rule reads (one bank per view).
+RULE_VIEWS = {"knn_err": ("knn_err",), "knn_enc": ("knn_enc",), "knn_err_stats": ("knn_err", "stats")}
 log = logging.getLogger(__name__)
 
 
@@ -65,9 +71,9 @@ def encoder_features(model: UNet, tiles: torch.Tensor, cfg: Config, batch: int =
 
 
 def clip_views(model: UNet, clips: Sequence[torch.Tensor], masks: torch.Tensor, cfg: Config) -> dict[str, np.ndarray]:
-    """Per clip what ``score.rule`` reads, under that rule's name: ``mse`` ``[C]`` the
-    report score, ``knn_err`` ``[C, 3H]`` error profiles (:func:`error_profiles`),
-    ``knn_enc`` ``[C, D]`` encoder features."""
+    """Per clip what ``score.rule`` reads: ``mse`` ``[C]`` the report score,
+    ``knn_err`` ``[C, 3H]`` error profiles (:func:`error_profiles`), ``knn_enc``
+    ``[C, D]`` encoder features, ``stats`` ``[C, 2H]`` tile statistics."""
     counts = [int(t.shape[0]) for t in clips]
     allt = torch.cat(list(clips)) if clips else torch.zeros(0, cfg.features.n_mels, cfg.features.tile_frames)
     rule = cfg.score.rule
@@ -75,9 +81,9 @@ def clip_views(model: UNet, clips: Sequence[torch.Tensor], masks: torch.Tensor, 
         return {rule: per_clip_mean(encoder_features(model, allt, cfg).numpy(), counts)}
     kw = dict(forward_batch=cfg.score.forward_batch, fill=cfg.masks.fill, precision=cfg.model.precision,
               channels_last=cfg.model.channels_last)
-    if rule == "knn_err":
+    if rule in ("knn_err", "knn_err_stats"):
         _, maps = score_tiles(model, allt, masks, error_maps=True, **kw)
-        return {rule: error_profiles(maps, counts)}
+        return {"knn_err": error_profiles(maps, counts), "stats": tile_statistics(clips)}
     return {"mse": per_clip_mean(score_tiles(model, allt, masks, **kw).numpy(), counts)}
 
 
@@ -96,9 +102,36 @@ def error_profiles(maps: torch.Tensor, counts: Sequence[int]) -> np.ndarray:
     return torch.stack(prof).numpy() if prof else np.zeros((0, 3 * maps.shape[1]))
 
 
+def tile_statistics(clips: Sequence[torch.Tensor]) -> np.ndarray:
+    """Per clip ``[n, H, W]`` normalised tiles -> ``[C, 2H]``: each band's mean and std
+    over all the clip's frames (NaN rows for clips without tiles)."""
+    out = []
+    for t in clips:
+        if t.shape[0] == 0:
+            out.append(np.full(2 * t.shape[1], np.nan))
+            continue
+        bands = t.float().permute(1, 0, 2).reshape(t.shape[1], -1)  # [H, n * W]
+        out.append(torch.cat([bands.mean(1), bands.std(1, correction=0)]).numpy())
+    return np.stack(out) if out else np.zeros((0, 0))
+
+
+def _bank_prefix(i: int) -> str:
+    return "bank." if i == 0 else f"bank{i}."
+
+
+def _combined(banks: Sequence[DomainBanks], feats: Sequence[np.ndarray], scales: Sequence[float] | None,
+              self_domain: bool = False) -> np.ndarray:
+    """One view: its bank's distance; several: the sum of each view's distance over its scale."""
+    parts = [b.score(f, self_domain=b.domain if self_domain else None) for b, f in zip(banks, feats, strict=True)]
+    if len(parts) == 1:
+        return parts[0]
+    return sum(p / s for p, s in zip(parts, scales, strict=True))
+
+
 class _UNetDetector:
-    def __init__(self, model: UNet, cfg: Config, bank: DomainBanks | None, masks: torch.Tensor):
-        self.model, self.cfg, self.bank, self.masks = model, cfg, bank, masks
+    def __init__(self, model: UNet, cfg: Config, banks: list[DomainBanks], scales: list[float] | None,
+                 masks: torch.Tensor):
+        self.model, self.cfg, self.banks, self.scales, self.masks = model, cfg, banks, scales, masks
 
     def score(self, clips: Sequence[torch.Tensor]) -> np.ndarray:
         if not clips:
@@ -107,11 +140,11 @@ class _UNetDetector:
         rule = self.cfg.score.rule
         if rule == "mse":
             return views["mse"]
-        feats = views[rule]
+        feats = [views[v] for v in RULE_VIEWS[rule]]
         out = np.full(len(clips), np.nan)
-        ok = np.isfinite(feats).all(1)
+        ok = np.logical_and.reduce([np.isfinite(f).all(1) for f in feats])
         if ok.any():
-            out[ok] = self.bank.score(feats[ok])
+            out[ok] = _combined(self.banks, [f[ok] for f in feats], self.scales)
         return out
 
 
@@ -175,19 +208,25 @@ class UNetKind:
         rule = cfg.score.rule
         if rule not in RULES:
             raise ValueError(f"score.rule must be one of {RULES}, got {rule!r}")
+        extras = dict(prep.extras)
         if rule == "mse":
             idx = threshold_clip_indices(len(prep.score_rows), cfg)
             scores = clip_views(model, [prep.score_rows[i] for i in idx], masks, cfg)["mse"]
         else:
             # Every training clip goes into its domain's bank; each is scored without itself.
-            feats = clip_views(model, prep.score_rows, masks, cfg)[rule]
-            ok = np.isfinite(feats).all(1)
+            views = clip_views(model, prep.score_rows, masks, cfg)
+            feats = [views[v] for v in RULE_VIEWS[rule]]
+            ok = np.logical_and.reduce([np.isfinite(f).all(1) for f in feats])
             doms = [d for d, good in zip(prep.domains, ok, strict=True) if good]
-            bank = DomainBanks.fit(feats[ok], doms, k=cfg.score.rule_k)
-            state.update(bank.state_dict("bank."))
-            scores = bank.score(feats[ok], self_domain=bank.domain)
+            banks = [DomainBanks.fit(f[ok], doms, k=cfg.score.rule_k) for f in feats]
+            for i, b in enumerate(banks):
+                state.update(b.state_dict(_bank_prefix(i)))
+            own = [b.score(f[ok], self_domain=b.domain) for b, f in zip(banks, feats, strict=True)]
+            scales = [float(np.mean(o[np.isfinite(o)])) for o in own] if len(banks) > 1 else None
+            extras = {**extras, "view_scales": scales} if scales else extras
+            scores = _combined(banks, [f[ok] for f in feats], scales, self_domain=True)
         scores = scores[np.isfinite(scores)]
-        return Fitted(state, dict(prep.extras), gamma_threshold(scores, cfg.score.threshold_quantile), scores)
+        return Fitted(state, extras, gamma_threshold(scores, cfg.score.threshold_quantile), scores)
 
     def featurize(self, wav: np.ndarray, cfg: Config, extras: dict[str, Any]) -> torch.Tensor:
         return Normalizer.from_dict(extras["normalizer"])(clip_tiles(wav, cfg.features, train=False))
@@ -196,17 +235,21 @@ class UNetKind:
         model = UNet(cfg.model)
         model.load_state_dict({k[len("model."):]: v for k, v in state.items() if k.startswith("model.")})
         model = prepare_model(model.to(device).eval(), cfg.model.channels_last)
-        bank = DomainBanks.from_state(state, "bank.") if "bank.bank" in state else None
+        if cfg.score.rule not in RULES:
+            raise ValueError(f"score.rule must be one of {RULES}, got {cfg.score.rule!r}")
+        banks: list[DomainBanks] = []
         if cfg.score.rule != "mse":
-            if bank is None:
-                raise ValueError(f"artifact has no neighbour bank for score.rule {cfg.score.rule!r}")
+            for i in range(len(RULE_VIEWS.get(cfg.score.rule, ()))):
+                if f"{_bank_prefix(i)}bank" not in state:
+                    raise ValueError(f"artifact has no neighbour bank {i} for score.rule {cfg.score.rule!r}")
+                banks.append(DomainBanks.from_state(state, _bank_prefix(i)))
             if n_masks and n_masks != cfg.score.n_masks:
                 # The bank holds the training clips' profiles under the artifact's own
                 # masks; profiles under other masks would not be comparable with them.
                 log.warning("score.rule %s: scoring with the artifact's %d masks, not %d",
                             cfg.score.rule, cfg.score.n_masks, n_masks)
             n_masks = cfg.score.n_masks
-        return _UNetDetector(model, cfg, bank, scoring_masks(cfg, n_masks, device))
+        return _UNetDetector(model, cfg, banks, extras.get("view_scales"), scoring_masks(cfg, n_masks, device))
 
 
 KIND = UNetKind()
