@@ -20,83 +20,28 @@ message, and the scoring job turns it into an error row. No Ray.
 
 from __future__ import annotations
 
-import io
-import json
 import posixpath
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
-from typing import Any
+from dataclasses import dataclass, replace
 
-from .dcase import AUDIO_SUFFIXES, SPLITS, ClipName, ClipNameError, parse_path
-from .paths import OutsideRoot, check_roots, check_segment, confine_manifest_path, is_segment
-from .storage import Location, fingerprint, open_location, read_bytes, write_bytes
-
-KNOWN_FIELDS = ("machine_type", "section", "domain", "label", "split")
-DEFAULT_SECTION = "00"  # the section of a clip whose template or manifest names none
-LABEL_ALIASES = {"normal": "normal", "anomaly": "anomaly", "abnormal": "anomaly"}  # MIMII says "abnormal"
-DOMAINS = ("source", "target")
-MANIFEST_COLUMNS = ("path", "machine_type", "section", "domain", "label", "split", "attributes")
-
-
-class ManifestError(ValueError):
-    """A manifest that cannot be used as a whole (unreadable, no ``path`` column,
-    duplicated paths, an anomaly in a training manifest, a training manifest naming a
-    path outside its roots or a machine type or section that is not a folder name)."""
-
-
-@dataclass(frozen=True)
-class ListedClip:
-    """One file of an archive and what is known about it.
-
-    ``reason`` is empty for a clip that can be scored (or trained on); otherwise it is
-    the error reason and ``error`` the message.
-    """
-
-    path: str  # path on the location's filesystem (no scheme)
-    size: int
-    clip: ClipName | None = None  # the parsed DCASE name, when the file has one
-    error: str = ""
-    machine_type: str = ""
-    fingerprint: str = ""  # storage.fingerprint: ETag (S3) or mtime (local)
-    reason: str = ""
-    section: str | None = None
-    domain: str | None = None
-    label: str | None = None  # "normal" / "anomaly" / None (unlabelled)
-    split: str | None = None
-    attributes: dict[str, str] = field(default_factory=dict, hash=False, compare=False)
-    # False when the archive does not say the split (a template without {split}, a
-    # manifest row without one): training then holds normals out (asd_core.holdout)
-    split_known: bool = field(default=True, compare=False)
-
-    @property
-    def ok(self) -> bool:
-        return not self.reason
-
-    @classmethod
-    def from_dcase(cls, path: str, size: int, clip: ClipName, fingerprint: str = "") -> ListedClip:
-        return cls(path, size, clip, machine_type=clip.machine_type, fingerprint=fingerprint,
-                   section=clip.section, domain=clip.domain, label=clip.label, split=clip.split)
-
-    def attributes_json(self) -> str | None:
-        return json.dumps(self.attributes, sort_keys=True) if self.attributes else None
-
-
-def is_audio_name(name: str) -> bool:
-    return name.lower().endswith(AUDIO_SUFFIXES)
-
-
-def _not_audio(path: str) -> str:
-    return f"{path!r}: not an audio file soundfile decodes ({', '.join(AUDIO_SUFFIXES)})"
-
-
-def _segment_problem(value: str, what: str) -> str:
-    """Why ``value`` cannot be one folder or file name (:func:`asd_core.paths.check_segment`); "" when it can."""
-    try:
-        check_segment(value, what)
-    except ValueError as e:
-        return str(e)
-    return ""
+from .clips import (  # noqa: F401  the listing's names, importable from here
+    DEFAULT_SECTION,
+    DOMAINS,
+    KNOWN_FIELDS,
+    LABEL_ALIASES,
+    MANIFEST_COLUMNS,
+    ListedClip,
+    ManifestError,
+    _not_audio,
+    _segment_problem,
+    clip_from_fields,
+    is_audio_name,
+)
+from .dcase import SPLITS, ClipNameError, parse_path
+from .manifests import manifest_table, read_manifest, write_manifest  # noqa: F401
+from .paths import check_segment
+from .storage import Location, fingerprint
 
 
 # ---------------------------------------------------------------- the DCASE layout
@@ -190,47 +135,6 @@ class PathPattern:
         return dict(m.groupdict()) if m else None
 
 
-def clip_from_fields(path: str, size: int, fp: str, values: dict[str, Any], source: str) -> ListedClip:
-    """A :class:`ListedClip` from placeholder or manifest values; bad values give a
-    clip with reason ``bad_name`` (templates) or ``bad_manifest_row`` (manifests)."""
-    reason = "bad_name" if source == "pattern" else "bad_manifest_row"
-    vals = {k: ("" if v is None else str(v).strip()) for k, v in values.items()}
-    mt = vals.get("machine_type", "")
-    section = vals.get("section") or DEFAULT_SECTION  # no section: the archive is one section
-    problem = ""
-    label = LABEL_ALIASES.get(vals.get("label", "").lower()) if vals.get("label") else None
-    domain = vals.get("domain", "").lower() or None
-    split = vals.get("split", "").lower() or None
-    # machine type and section become folder and file names (models, submission CSVs):
-    # a bad one is not kept on the clip, only named in its error
-    bad_mt = "machine_type is empty" if not mt else _segment_problem(mt, "machine_type")
-    bad_section = _segment_problem(section, "section") if section is not None else ""
-    if bad_mt:
-        problem, mt = bad_mt, ""
-    elif bad_section:
-        problem = bad_section
-    elif vals.get("label") and label is None:
-        problem = f"label {vals['label']!r} is not one of normal, anomaly (abnormal)"
-    elif domain is not None and domain not in DOMAINS:
-        problem = f"domain {vals['domain']!r} is not one of {', '.join(DOMAINS)}"
-    elif split is not None and split not in SPLITS:
-        problem = f"split {vals['split']!r} is not one of {', '.join(SPLITS)}"
-    attrs = {k: v for k, v in vals.items() if k not in KNOWN_FIELDS and k != "attributes" and v != ""}
-    if vals.get("attributes"):
-        raw = vals["attributes"]
-        try:
-            parsed = json.loads(raw)
-            attrs.update({str(k): str(v) for k, v in parsed.items()} if isinstance(parsed, dict) else {"attributes": raw})
-        except ValueError:
-            attrs["attributes"] = raw
-    base = ListedClip(path, size, None, "", mt, fp, "", None if bad_section else section, domain, label, split, attrs)
-    if problem:
-        return replace(base, reason=reason, error=f"{path!r}: {problem}")
-    if not is_audio_name(path):
-        return replace(base, reason="unsupported_format", error=_not_audio(path))
-    return base
-
-
 def parse_only(values: Sequence[str] | None) -> dict[str, str | list[str]]:
     """``["date=2026-11-24"]`` -> ``{"date": "2026-11-24"}`` (``--only``); several
     values of one placeholder (the flag repeated, or ``date=A,B``) select all of them:
@@ -316,165 +220,6 @@ def list_pattern(
             continue
         out.append(c if c.split or not split else replace(c, split=split, split_known=False))
     return out
-
-
-# ---------------------------------------------------------------- manifests
-def _manifest_frame(loc: Location):
-    import pandas as pd
-
-    data = read_bytes(loc, loc.path)
-    name = loc.path.lower()
-    if name.endswith((".parquet", ".pq")):
-        df = pd.read_parquet(io.BytesIO(data))
-    elif name.endswith((".csv", ".csv.gz", ".txt")):
-        df = pd.read_csv(io.BytesIO(data), dtype=str, keep_default_na=False,
-                         compression="gzip" if name.endswith(".gz") else None)
-    else:
-        raise ManifestError(f"manifest {loc.uri}: use a .csv or .parquet file")
-    df.columns = [str(c).strip() for c in df.columns]
-    if "path" not in df.columns:
-        raise ManifestError(f"manifest {loc.uri}: no 'path' column (columns: {', '.join(df.columns)})")
-    if "machine_type" not in df.columns:
-        raise ManifestError(f"manifest {loc.uri}: no 'machine_type' column (columns: {', '.join(df.columns)})")
-    return df.astype(object).where(df.notna(), None)
-
-
-def _resolve(data: Location, path: str, allow_roots: Sequence[str] = ()) -> str:
-    """A manifest path as a path on the data location's filesystem; it must be under
-    the data root or one of ``allow_roots`` (:func:`asd_core.paths.confine_manifest_path`)."""
-    uri = confine_manifest_path(path, data.uri, allow_roots)
-    return uri[len("s3://") :] if uri.startswith("s3://") else uri
-
-
-def read_manifest(
-    manifest_uri: str,
-    data: Location,
-    *,
-    endpoint_url: str | None = None,
-    training: bool = False,
-    machines: Sequence[str] | None = None,
-    allow_roots: Sequence[str] = (),
-) -> list[ListedClip]:
-    """The clips a manifest lists, one :class:`ListedClip` per row (in row order).
-
-    A row whose object does not exist gets reason ``not_found``; a row with a bad
-    value (empty path or machine type, a path outside the data root and
-    ``allow_roots``, a machine type or section that is not one folder name, unknown
-    label, domain or split) gets ``bad_manifest_row`` naming its row number. Raises
-    :class:`ManifestError` for a manifest that cannot be used at all, a path listed
-    twice, and, when ``training``, a row labelled anomaly or a test row (training is
-    on normal clips only) or a row naming a path outside its roots or a machine type
-    or section that is not a folder name (a model would be written there).
-    :class:`ValueError` for a malformed ``allow_roots`` entry.
-    """
-    check_roots(data.uri, allow_roots)
-    loc = open_location(manifest_uri, endpoint_url)
-    try:
-        df = _manifest_frame(loc)
-    except ManifestError:
-        raise
-    except FileNotFoundError as e:
-        raise ManifestError(f"manifest {loc.uri} not found") from e
-    except Exception as e:  # noqa: BLE001 - a corrupt table, a bad encoding
-        raise ManifestError(f"manifest {loc.uri} cannot be read: {type(e).__name__}: {e}") from e
-    rows = df.to_dict("records")
-    resolved: list[str | None] = []
-    problems: dict[int, str] = {}
-    for i, r in enumerate(rows):
-        p = str(r.get("path") or "").strip()
-        try:
-            if not p:
-                raise ValueError("empty path")
-            resolved.append(_resolve(data, p, allow_roots))
-        except OutsideRoot as e:
-            if training:
-                raise ManifestError(f"manifest {loc.uri} row {i + 2}: {e}") from None
-            resolved.append(None)
-            problems[i] = str(e)
-        except ValueError as e:
-            resolved.append(None)
-            problems[i] = str(e)
-        if training:
-            for col in ("machine_type", "section"):
-                v = str(r.get(col) or "").strip()
-                if v and not is_segment(v):
-                    raise ManifestError(f"manifest {loc.uri} row {i + 2}: {_segment_problem(v, col)}")
-    seen: dict[str, int] = {}
-    for i, p in enumerate(resolved):
-        if p is not None and p in seen:
-            raise ManifestError(f"manifest {loc.uri}: rows {seen[p] + 2} and {i + 2} both list {p!r}")
-        if p is not None:
-            seen[p] = i
-    # One listing per folder rather than one request per object.
-    infos: dict[str, dict] = {}
-    for folder in sorted({posixpath.dirname(p) for p in resolved if p}):
-        try:
-            infos.update({e["name"].rstrip("/"): e for e in data.fs.ls(folder, detail=True)})
-        except FileNotFoundError:
-            continue
-    out = []
-    for i, (r, p) in enumerate(zip(rows, resolved, strict=True)):
-        line = i + 2  # the header is line 1
-        if p is None:
-            out.append(ListedClip(str(r.get("path") or ""), 0, None, f"manifest row {line}: {problems[i]}",
-                                  str(r.get("machine_type") or ""), "", "bad_manifest_row"))
-            continue
-        info = infos.get(p)
-        values = {k: v for k, v in r.items() if k != "path"}
-        c = clip_from_fields(p, int(info.get("size") or 0) if info else 0, fingerprint(info) if info else "",
-                             values, "manifest")
-        if c.reason == "bad_manifest_row":
-            c = replace(c, error=f"manifest row {line}: {c.error}")
-        elif info is None or info.get("type") not in (None, "file"):
-            c = replace(c, reason="not_found", error=f"manifest row {line}: no object at {data.uri_of(p)}")
-        if machines and c.machine_type not in machines:
-            continue
-        if training and c.ok and (c.label == "anomaly" or c.split == "test"):
-            what = "labelled anomaly" if c.label == "anomaly" else "a test clip"
-            raise ManifestError(
-                f"manifest {loc.uri} row {line}: {data.uri_of(p)} is {what}; a training manifest lists "
-                "normal training clips only"
-            )
-        out.append(c if c.split else replace(c, split_known=False))
-    return out
-
-
-def manifest_table(listed: Sequence[ListedClip], data: Location):
-    """The manifest of ``listed`` (usable clips only) as a pyarrow table: ``path``
-    relative to the data root, the known fields, one column per attribute."""
-    import pyarrow as pa
-
-    root = data.path.rstrip("/") + "/"
-    attr_names = sorted({k for c in listed if c.ok for k in c.attributes})
-    rows = []
-    for c in listed:
-        if not c.ok:
-            continue
-        row = {"path": c.path[len(root) :] if c.path.startswith(root) else data.uri_of(c.path),
-               "machine_type": c.machine_type, "section": c.section, "domain": c.domain, "label": c.label,
-               "split": c.split}
-        row.update({k: c.attributes.get(k) for k in attr_names})
-        rows.append(row)
-    cols = ["path", "machine_type", "section", "domain", "label", "split", *attr_names]
-    return pa.Table.from_pylist(rows, schema=pa.schema([(c, pa.string()) for c in cols]))
-
-
-def write_manifest(listed: Sequence[ListedClip], data: Location, out_uri: str, endpoint_url: str | None = None) -> str:
-    """Write :func:`manifest_table` of ``listed`` as CSV or Parquet (by extension); returns the URI."""
-    import pyarrow.csv as pacsv
-    import pyarrow.parquet as pq
-
-    table = manifest_table(listed, data)
-    loc = open_location(out_uri, endpoint_url)
-    buf = io.BytesIO()
-    if loc.path.lower().endswith((".parquet", ".pq")):
-        pq.write_table(table, buf)
-    elif loc.path.lower().endswith(".csv"):
-        pacsv.write_csv(table, buf)
-    else:
-        raise ValueError(f"manifest {out_uri}: use a .csv or .parquet name")
-    write_bytes(loc, loc.path, buf.getvalue())
-    return loc.uri
 
 
 # ---------------------------------------------------------------- one entry point
