@@ -89,6 +89,9 @@ ERROR_REASONS = {
     "decode_failed": "unexpected error while decoding or featurising",
     "score_failed": "unexpected error while scoring",
 }
+# Reasons that say the microphone rather than the machine is at fault (a dead, silent
+# or unplugged sensor): such error rows are alerts too (``alert_kind = "sensor"``).
+SENSOR_REASONS = frozenset({"silent", "unreadable", "low_level"})
 # Reasons that may go away on a retry: incremental runs score these clips again
 # (``bad_model`` too: an artifact restored from a backup keeps its id). Every other
 # reason is a property of the bytes (or of the missing model, which is part of the
