@@ -49,6 +49,7 @@ FOLDERS = ("scores", "latest", "runs", "metrics", "evaluated", "alerts")
 def present(store: RunStore) -> bool:
     """Whether OUT holds outputs of the former layout (not converted)."""
     fs = store.out.fs
+    fs.invalidate_cache(store.root)
     if fs.exists(store.p(JOURNAL)) or fs.exists(store.p("latest", "scores.parquet")):
         return True
     for name, mark in (("runs", ".json"), ("scores", "")):
@@ -187,7 +188,7 @@ def _move(store: RunStore, src: str, dst: str) -> None:
         os.rename(src, dst)
         return
     for f in sorted(fs.find(src)):
-        fs.mv(f, posixpath.join(dst, f[len(src):].lstrip("/")))
+        store._mv(f, posixpath.join(dst, f[len(src):].lstrip("/")))
     if fs.exists(src):
         fs.rm(src, recursive=True)
 
@@ -303,18 +304,19 @@ def set_aside_bad_commits(store: RunStore, name: str) -> list[str]:
     dest = store.p(REPAIR, name, str(int(time.time())))
     moved = []
     hint = posixpath.join(logdir, "_last_checkpoint")
+    fs.invalidate_cache(logdir)
     if fs.exists(hint):
         try:
             json.loads(fs.cat_file(hint))
         except ValueError:
-            fs.mv(hint, posixpath.join(dest, "_last_checkpoint"))
+            store._mv(hint, posixpath.join(dest, "_last_checkpoint"))
             moved.append("_last_checkpoint")
-    commits = sorted(p for p in fs.ls(logdir, detail=False) if p.endswith(".json") and
+    commits = sorted(p for p in fs.ls(logdir, detail=False, refresh=True) if p.endswith(".json") and
                      posixpath.basename(p).split(".")[0].isdigit())
     for path in reversed(commits):
         if _commit_ok(fs.cat_file(path)):
             break
-        fs.mv(path, posixpath.join(dest, posixpath.basename(path)))
+        store._mv(path, posixpath.join(dest, posixpath.basename(path)))
         moved.append(posixpath.basename(path))
     if not moved:
         raise StoreError(f"{store.tables.uri(name)}: its log cannot be read and no newest commit is to blame; restore "

@@ -27,12 +27,13 @@ RUN_DATE = "run_date"  # partition column of the per-run tables: the run's UTC d
 CLIP_PART = "clip_part"  # partition column of latest: the clip's date, or a hash bucket of its path
 EVALUATED_RUN = "evaluated_run_id"  # in evaluated: the run whose metrics the row entered
 ALERT_KIND = "alert_kind"  # "anomaly" (an ok row over its threshold) or "sensor" (a dead or silent microphone)
+ALERT_RANK = "alert_rank"  # 1, 2, ...: a run's alerts in the order to act on them (anomalies by score, then sensors)
 HASH_BUCKETS = 16  # latest's partitions for clips without a date
 KEY = ("path", "split", "models_uri", "n_masks")  # one latest row per clip and (split, models URI, K)
 
 ALERT_COLUMNS = ("machine_type", "section", "domain", "anomaly_score", "threshold", "path", "file_name",
                  "attributes", "model_id", "model_kind", "run_id", "scored_at")
-ALERT_SCHEMA_EXTRA = (ALERT_KIND, "error_reason", "error")
+ALERT_SCHEMA_EXTRA = (ALERT_KIND, ALERT_RANK, "error_reason", "error")
 _STORE_COLUMNS = {RUN_DATE, CLIP_PART, EVALUATED_RUN, ALERT_KIND, "official_score", "record"}
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
 
@@ -188,8 +189,9 @@ def alert_rows(rows: pa.Table) -> pa.Table:
     ok = ok.sort_by([("anomaly_score", "descending"), ("path", "ascending")]).select(cols)
     sensor = sensor.sort_by([("machine_type", "ascending"), ("path", "ascending")]).select(cols)
     kinds = pa.array(["anomaly"] * ok.num_rows + ["sensor"] * sensor.num_rows, pa.string())
-    both = pa.concat_tables([ok, sensor])
-    return both.add_column(len(ALERT_COLUMNS), ALERT_KIND, kinds)
+    both = pa.concat_tables([ok, sensor]).add_column(len(ALERT_COLUMNS), ALERT_KIND, kinds)
+    rank = pa.array(range(1, both.num_rows + 1), pa.int32())  # tables keep no row order: ORDER BY alert_rank
+    return both.add_column(len(ALERT_COLUMNS) + 1, ALERT_RANK, rank)
 
 
 def alert_summary(alerts: pa.Table) -> str:

@@ -112,11 +112,11 @@ class RunStore:
     """One scoring output (``OUT_URI``). See :mod:`asd_core.store` for the tables and
     the commit protocol."""
 
-    def __init__(self, out: Location, *, optimize_every: int = OPTIMIZE_EVERY):
+    def __init__(self, out: Location, *, optimize_every: int | None = None):
         self.out = out
         self.root = out.path.rstrip("/")
         self.tables = Tables(out)
-        self.optimize_every = optimize_every
+        self.optimize_every = OPTIMIZE_EVERY if optimize_every is None else optimize_every
         self._pending: dict[str, dict[str, Any]] = {}  # run id -> rows and outputs staged by this process
 
     # ------------------------------------------------------------ paths
@@ -151,6 +151,7 @@ class RunStore:
         return path
 
     def _exists(self, path: str) -> bool:
+        self.out.fs.invalidate_cache(path)  # delta-rs writes beside s3fs: its listings cache is stale
         return self.out.fs.exists(path)
 
     def _rm(self, path: str) -> None:
@@ -159,6 +160,13 @@ class RunStore:
             self.out.fs.rm(path, recursive=True)
         except FileNotFoundError:
             pass
+
+    def _mv(self, src: str, dst: str) -> None:
+        """Move a file or a folder inside OUT (a parent folder is made on a local disk)."""
+        self._confined(src)
+        if self.out.protocol == "file":
+            os.makedirs(posixpath.dirname(dst), exist_ok=True)
+        self.out.fs.mv(src, self._confined(dst), recursive=True)
 
     def _write_json(self, path: str, obj: dict) -> None:
         """Written whole or not at all (a local file is renamed into place)."""
@@ -295,6 +303,7 @@ class RunStore:
             if record.get("format", 1) < 3:
                 t = self.read_run(record)
                 return t.schema, iter(t.to_batches())
+            name = SCORES
             ds = self.tables.dataset(SCORES, [(RUN_DATE, "=", str(record["date"]))])
         elif self._reading() != "delta":
             t = self.latest()
@@ -307,7 +316,11 @@ class RunStore:
         schema = plain(ds.schema.empty_table()).schema
 
         def batches() -> Iterator[pa.RecordBatch]:
-            for b in ds.to_batches():
+            it = iter(ds.to_batches())
+            while True:
+                b = self.tables.guard(name, "read", lambda: next(it, None))
+                if b is None:
+                    return
                 t = plain(pa.Table.from_batches([b]))
                 if run_id is not None:
                     t = t.filter(pc.equal(t["run_id"], run_id))
@@ -356,6 +369,8 @@ class RunStore:
         if self.layout() in ("legacy", "migrating"):
             self.migrate()
         self.recover(rid)
+        for name in TABLES:  # a damaged table stops the run here, before the night's work, in one line
+            self.tables.load(name)
         if self.is_published(rid):
             raise ValueError(f"run {rid!r} is already published under {self.out.uri}; runs are never rewritten")
         stage = self.stage_dir(rid)
@@ -379,7 +394,7 @@ class RunStore:
             return
         held = self.lease_holder()
         holding = current is not None and held is not None and held.get("owner") == current
-        for d in sorted(self.out.fs.ls(root, detail=False)):
+        for d in sorted(self.out.fs.ls(root, detail=False, refresh=True)):
             name = posixpath.basename(d.rstrip("/"))
             if not is_segment(name):
                 log.warning("%s is not a run's staging folder; left alone", self.uri(d))
@@ -426,7 +441,8 @@ class RunStore:
     def _staged_parts(self, stage: str) -> list[str]:
         if not self._exists(stage):
             return []
-        return sorted(self._confined(p) for p in self.out.fs.ls(stage, detail=False) if p.endswith(".parquet"))
+        return sorted(self._confined(p) for p in self.out.fs.ls(stage, detail=False, refresh=True)
+                      if p.endswith(".parquet"))
 
     def publish(self, run_id: str, expected_paths: Sequence[str], manifest: dict[str, Any]) -> tuple[pa.Table, dict]:
         """Check the staged rows (one per expected path, each with a status) and return
@@ -631,16 +647,16 @@ class RunStore:
             if not self.tables.exists(name):
                 continue
             try:
-                dt = self.tables.load(name)
+                self.tables.load(name)
             except StoreError as e:
                 moved = legacy.set_aside_bad_commits(self, name)
                 notes.append(f"{self.tables.uri(name)}: {e}; set aside {', '.join(moved) or 'nothing'}")
-                dt = self.tables.load(name)
-            fixed = self.tables.guard(name, "repair", lambda dt=dt: dt.repair(dry_run=False))
-            if fixed.get("files_removed"):
-                notes.append(f"{self.tables.uri(name)}: dropped {len(fixed['files_removed'])} missing data file(s)")
+                self.tables.load(name)  # still unreadable: the error says so
+            gone = self.tables.fsck(name)
+            if gone:
+                notes.append(f"{self.tables.uri(name)}: dropped {len(gone)} missing data file(s): {', '.join(gone)}")
         root = self.p(STAGING)
-        for d in sorted(self.out.fs.ls(root, detail=False)) if self._exists(root) else []:
+        for d in sorted(self.out.fs.ls(root, detail=False, refresh=True)) if self._exists(root) else []:
             name = posixpath.basename(d.rstrip("/"))
             if not is_segment(name):
                 continue
@@ -648,7 +664,7 @@ class RunStore:
                 self._read_intent(name)
             except StoreError as e:
                 dest = self.p(REPAIR, STAGING, f"{name}-{int(time.time())}")
-                self.out.fs.mv(self._confined(self.stage_dir(name)), dest, recursive=True)
+                self._mv(self.stage_dir(name), dest)
                 notes.append(f"{e.args[0].split(';')[0]}: set aside at {self.uri(dest)}")
         self.recover(current)
         n = self.rebuild_latest()

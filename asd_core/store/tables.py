@@ -27,6 +27,7 @@ import re
 import time
 from collections.abc import Callable
 from typing import Any
+from urllib.parse import unquote
 
 import pyarrow as pa
 
@@ -97,7 +98,9 @@ class Tables:
         return self.out.uri_of(self.path(name))
 
     def exists(self, name: str) -> bool:
-        return self.out.fs.exists(posixpath.join(self.path(name), "_delta_log"))
+        log_dir = posixpath.join(self.path(name), "_delta_log")
+        self.out.fs.invalidate_cache(log_dir)  # delta-rs writes beside s3fs: its listings cache is stale
+        return self.out.fs.exists(log_dir)
 
     def _confined_dir(self, name: str) -> None:
         if self.out.protocol == "file":
@@ -107,16 +110,13 @@ class Tables:
                                  f"(replace the link by the table's folder)")
 
     def _check_files(self, name: str, dt: Any) -> None:
-        """Every data file of the snapshot lies inside the table's folder."""
-        base = self.uri(name).rstrip("/") + "/"
-        if self.out.protocol == "file":
-            base = os.path.realpath(self.path(name)).rstrip("/") + "/"
-        for uri in dt.file_uris():
-            u = uri[len("file://"):] if uri.startswith("file://") else uri
-            if self.out.protocol == "file":
-                u = os.path.normpath(u)
-            if not u.startswith(base) or "/../" in u or u.endswith("/.."):
-                raise StoreError(f"{self.uri(name)}: its Delta log names a data file outside the table ({uri}); "
+        """Every data file of the snapshot is named relative to the table's folder and
+        stays inside it (no scheme, no absolute path, no ``..``)."""
+        paths = pa.table(dt.get_add_actions(flatten=False)).column("path").to_pylist()
+        for raw in paths:
+            p = unquote(raw)
+            if "://" in p or p.startswith(("/", "\\")) or ":" in p.split("/", 1)[0] or ".." in p.split("/"):
+                raise StoreError(f"{self.uri(name)}: its Delta log names a data file outside the table ({raw}); "
                                  f"not read (repair: asd scores {self.out.uri} --repair)")
 
     # ------------------------------------------------------------ open
@@ -270,6 +270,31 @@ class Tables:
         self.guard(name, "log clean-up", dt.cleanup_metadata)
         return {"files_removed": compacted.get("numFilesRemoved", 0), "files_added": compacted.get("numFilesAdded", 0),
                 "vacuumed": len(deleted), "version": dt.version()}
+
+    def fsck(self, name: str) -> list[str]:
+        """Drop from the table the data files its log names but that are gone (deleted
+        by hand, a lifecycle rule); returns their paths. One listing of the table's
+        folder, one commit."""
+        deltalake = _delta()
+        from deltalake.transaction import RemoveAction
+
+        dt = self.load(name)
+        if dt is None:
+            return []
+        base = self.path(name).rstrip("/") + "/"
+        self.out.fs.invalidate_cache(self.path(name))
+        present = {p[len(base):] for p in self.out.fs.find(self.path(name)) if p.startswith(base)}
+        actions = pa.table(dt.get_add_actions(flatten=True)).to_pylist()
+        parts = dt.metadata().partition_columns
+        now = int(time.time() * 1000)
+        gone = [a for a in actions if unquote(a["path"]) not in present]
+        if gone:
+            removes = [RemoveAction(a["path"], True, now, a["size_bytes"],
+                                    {c: a.get(f"partition.{c}") for c in parts} if parts else None) for a in gone]
+            self.guard(name, "repair", lambda: dt.create_write_transaction(
+                removes, mode="append", schema=dt.schema(), partition_by=parts or None,
+                commit_properties=deltalake.CommitProperties(custom_metadata={"asd": "repair: missing files"})))
+        return [a["path"] for a in gone]
 
     def _no_links(self, name: str) -> None:
         """Vacuum lists the table's folder: on a local disk a symlink inside it could
