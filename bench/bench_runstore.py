@@ -20,9 +20,9 @@ whole archive and the former lookup (read every published run) are timed too.
 
 ``--rows-only``: no audio object is written or listed; the night's items are made in
 memory (``--clips`` new clips of the night's date, plus the previous night's clips whose
-read failed, retried, so the latest view is updated as well as appended to); 2 % of a
-night's rows are ``read_failed`` errors, 0.5 % ``silent`` (sensor alerts). The store
-does everything else. The driver's peak RSS is sampled during every night.
+read failed, retried and read this time, so the latest view is updated as well as
+appended to); 2 % of a night's new clips are ``read_failed`` errors, 0.5 % ``silent``
+(sensor alerts). The store does everything else. The driver's peak RSS is sampled during every night.
 
 Without ``--endpoint-url``/``--local`` an embedded S3 server (moto) on 127.0.0.1 is
 used. The last lines are ``store overhead last/first: R.RRx`` (median of the last 5
@@ -104,11 +104,13 @@ def _night_items(data_uri: str, d: str, n: int) -> list[dict]:
     return items
 
 
-def _scored(todo: list[dict], run_id: str, rng) -> pa.Table:
+def _scored(todo: list[dict], run_id: str, rng, retried: int = 0) -> pa.Table:
     """What the pipeline would stage for ``todo``: ok rows with a score, some read
-    failures and silent clips (vectorised: the bench times the store, not this)."""
+    failures and silent clips (vectorised: the bench times the store, not this). The
+    first ``retried`` items (yesterday's read failures) are read this time."""
     n = len(todo)
     u = rng.random(n)
+    u[:retried] = 1.0
     status = np.where(u < READ_FAILED + SILENT, "error", "ok")
     reason = np.where(u < READ_FAILED, "read_failed", np.where(u < READ_FAILED + SILENT, "silent", None))
     score = rng.gamma(2.0, 1.0, n)
@@ -146,10 +148,11 @@ def rows_only(store: RunStore, data_uri: str, nights: int, clips: int) -> list[d
             it["run_id"] = run_id
         rss.reset()
         t0 = time.perf_counter()
+        store = RunStore(store.out)  # each night is a new process: nothing is remembered from the last
         stage = store.begin(run_id)
         carried, todo = store.settled(items, split="test", models_uri="s3://models", n_masks=None)
         t1 = time.perf_counter()
-        table = _scored(todo, run_id, rng)
+        table = _scored(todo, run_id, rng, retried=len(retry))
         t2 = time.perf_counter()
         write_table(store.out, f"{stage}/part-00000.parquet", table)  # what the pipeline writes
         t3 = time.perf_counter()

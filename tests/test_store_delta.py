@@ -276,10 +276,14 @@ def test_a_kill_at_any_step_of_a_commit_then_the_next_run(where, step):
 
 # ---------------------------------------------------------------- two runs at once
 @pytest.mark.slow
-def test_two_concurrent_runs_lose_no_rows(where, tmp_path):
+@pytest.mark.parametrize("before", [0, 1], ids=["empty-out", "after-a-night"])
+def test_two_concurrent_runs_lose_no_rows(where, tmp_path, before):
     """Two runs on one OUT (no lease: the worst case) commit at the same moment into the
-    same partitions, four clips in common: both nights are there whole."""
+    same partitions, four clips in common: both nights are there whole, whether the
+    tables exist already or the two runs create them."""
     out, data = where
+    if before:
+        run_night(out, data, "before", night_clips(data, D2, 4, start=20))
     sync = tmp_path / "sync"
     sync.mkdir()
     procs = [child({"out": out, "data": data, "run_id": rid, "clips": [[D1, 8, start]], "sync": str(sync),
@@ -288,13 +292,15 @@ def test_two_concurrent_runs_lose_no_rows(where, tmp_path):
         text, _ = p.communicate(timeout=300)
         assert p.returncode == 0, text
     history = table(out, "scores").to_pandas()
+    history = history[history["run_id"] != "before"]
     assert sorted(history.groupby("run_id").size().items()) == [("run-a", 8), ("run-b", 8)]
     latest = table(out, "latest").to_pandas()
-    assert len(latest) == 12 and latest["path"].is_unique
+    assert len(latest) == 12 + 4 * before and latest["path"].is_unique
+    latest = latest[latest["run_id"] != "before"]
     newest = history.sort_values("scored_at").groupby("path").tail(1).set_index("path")["run_id"]
     assert latest.set_index("path")["run_id"].sort_index().equals(newest.sort_index())
-    assert sorted(table(out, "runs")["run_id"].to_pylist()) == ["run-a", "run-b"]
-    assert sorted(set(table(out, "alerts")["run_id"].to_pylist())) == ["run-a", "run-b"]
+    assert sorted(table(out, "runs")["run_id"].to_pylist()) == ["run-a", "run-b"] + ["before"] * before
+    assert {"run-a", "run-b"} <= set(table(out, "alerts")["run_id"].to_pylist())
 
 
 # ---------------------------------------------------------------- signals and the lease

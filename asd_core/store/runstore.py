@@ -198,7 +198,7 @@ class RunStore:
         yet); ``migrating`` (a conversion was interrupted); ``empty``."""
         if self._exists(self.p(legacy.LEGACY)) and not self._exists(self.p(legacy.LEGACY, legacy.MIGRATED)):
             return "migrating"
-        if self.tables.exists(RUNS):
+        if self.tables.load(RUNS, check=False) is not None:
             return "delta"
         return "legacy" if legacy.present(self) else "empty"
 
@@ -235,8 +235,9 @@ class RunStore:
     # ------------------------------------------------------------ registry
     def is_published(self, run_id: str) -> bool:
         check_segment(run_id, "run id")
-        if self.tables.exists(RUNS):
-            return self.tables.committed(RUNS, app_id(run_id))
+        runs = self.tables.load(RUNS)
+        if runs is not None:
+            return self.tables.committed(RUNS, app_id(run_id), runs)
         return self._exists(self.record_path(run_id))
 
     def record(self, run_id: str) -> dict | None:
@@ -649,6 +650,7 @@ class RunStore:
             try:
                 self.tables.load(name)
             except StoreError as e:
+                self.tables.forget(name)
                 moved = legacy.set_aside_bad_commits(self, name)
                 notes.append(f"{self.tables.uri(name)}: {e}; set aside {', '.join(moved) or 'nothing'}")
                 self.tables.load(name)  # still unreadable: the error says so

@@ -37,6 +37,10 @@ log = logging.getLogger(__name__)
 
 COMMIT_ATTEMPTS = 12  # optimistic commits that lost a race are tried again this often
 VACUUM_RETAIN_HOURS = 168  # deleted files stay a week: readers of older versions keep working
+# Set when a table is created. A checkpoint every 5 commits keeps the log a reader
+# replays short (a night is one commit per table), so opening a table costs the same
+# after years; expired log files are removed after the default 30 days.
+TABLE_CONFIG = {"delta.checkpointInterval": "5"}
 
 
 class StoreError(RuntimeError):
@@ -89,6 +93,8 @@ class Tables:
         self.out = out
         self.root = out.path.rstrip("/")
         self.options = storage_options(out)
+        self._snapshots: dict[str, Any] = {}  # name -> DeltaTable, brought up to date on each load
+        self._checked: dict[str, int] = {}  # name -> the version whose files were checked
 
     # ------------------------------------------------------------ names
     def path(self, name: str) -> str:
@@ -123,20 +129,36 @@ class Tables:
     def load(self, name: str, *, check: bool = True) -> Any | None:
         """The table's latest snapshot (``deltalake.DeltaTable``), ``None`` when it does
         not exist; :class:`StoreError` when its log cannot be read or names files
-        outside it."""
+        outside it. A table opened before is brought up to date (only the new commits
+        are read)."""
         self._confined_dir(name)
-        if not self.exists(name):
-            return None
+        deltalake = _delta()
+        dt = self._snapshots.get(name)
         try:
-            dt = _delta().DeltaTable(self.uri(name), storage_options=self.options)
+            if dt is not None:
+                dt.update_incremental()
+            else:
+                dt = deltalake.DeltaTable(self.uri(name), storage_options=self.options)
+        except deltalake.exceptions.TableNotFoundError:
+            self.forget(name)
+            return None
         except Exception as e:  # noqa: BLE001 - any failure to read the log is one line
+            self.forget(name)
             if not self.exists(name):  # removed in between
                 return None
             raise StoreError(f"{self.uri(name)}: its Delta log cannot be read ({one_line(e)}); "
                              f"repair: asd scores {self.out.uri} --repair") from e
-        if check:
+        self._snapshots[name] = dt
+        if check and self._checked.get(name) != dt.version():
             self._check_files(name, dt)
+            self._checked[name] = dt.version()
         return dt
+
+    def forget(self, name: str | None = None) -> None:
+        """Drop the remembered snapshots (of ``name``, or all): the next load reads the log afresh."""
+        for n in [name] if name else list(self._snapshots):
+            self._snapshots.pop(n, None)
+            self._checked.pop(n, None)
 
     def guard(self, name: str, what: str, fn: Callable[[], Any]) -> Any:
         """``fn()``, with any failure but a lost commit race as one :class:`StoreError` line."""
@@ -154,6 +176,21 @@ class Tables:
         deltalake = _delta()
         txn = [deltalake.Transaction(app_id, 1)] if app_id else None
         return deltalake.CommitProperties(custom_metadata=metadata, app_transactions=txn)
+
+    def create(self, name: str, schema: pa.Schema, partition_by: list[str] | None) -> Any:
+        """The table, created empty when it does not exist yet. Created on its own
+        (version 0, no rows) so that two runs racing to write the first rows both see
+        one table and Delta's conflict checks apply between them."""
+        dt = self.load(name)
+        if dt is not None:
+            return dt
+        try:
+            _delta().DeltaTable.create(self.uri(name), schema, mode="ignore", partition_by=partition_by,
+                                       storage_options=self.options, configuration=TABLE_CONFIG)
+        except Exception as e:  # noqa: BLE001 - another run created it first: fine if it is there now
+            if self.load(name) is None:
+                raise StoreError(f"{self.uri(name)}: cannot be created ({one_line(e)})") from e
+        return self.load(name)
 
     def committed(self, name: str, app_id: str, dt: Any | None = None) -> bool:
         """Whether ``name`` already holds the transaction ``app_id``."""
@@ -176,12 +213,11 @@ class Tables:
         carries ``app_id``; ``False`` (nothing written) when the table already has it."""
 
         def attempt() -> bool:
-            dt = self.load(name)
+            dt = self.create(name, table.schema, partition_by)
             if app_id and self.committed(name, app_id, dt):
                 return False
             self.guard(name, "append", lambda: _delta().write_deltalake(
-                dt if dt is not None else self.uri(name), table, partition_by=partition_by, mode="append",
-                schema_mode="merge", storage_options=None if dt is not None else self.options,
+                dt, table, partition_by=partition_by, mode="append", schema_mode="merge",
                 commit_properties=self._commit_properties(app_id)))
             return True
 
@@ -210,11 +246,7 @@ class Tables:
         result: dict[str, Any] = {}
 
         def attempt() -> bool:
-            dt = self.load(name)
-            if dt is None:  # the first night: the table is the night's rows
-                created = self.append(name, source, app_id=app_id, partition_by=partition_by)
-                result.update(num_target_rows_inserted=source.num_rows if created else 0)
-                return created
+            dt = self.create(name, source.schema, partition_by)
             if app_id and self.committed(name, app_id, dt):
                 return False
 
