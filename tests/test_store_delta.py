@@ -299,7 +299,7 @@ def test_two_concurrent_runs_lose_no_rows(where, tmp_path, before):
     latest = latest[latest["run_id"] != "before"]
     newest = history.sort_values("scored_at").groupby("path").tail(1).set_index("path")["run_id"]
     assert latest.set_index("path")["run_id"].sort_index().equals(newest.sort_index())
-    assert sorted(table(out, "runs")["run_id"].to_pylist()) == ["run-a", "run-b"] + ["before"] * before
+    assert sorted(table(out, "runs")["run_id"].to_pylist()) == ["before"] * before + ["run-a", "run-b"]
     assert {"run-a", "run-b"} <= set(table(out, "alerts")["run_id"].to_pylist())
 
 
