@@ -264,6 +264,8 @@ def migrate(store: RunStore) -> dict | None:
             table = _fold([read_run(store, r, base) for r in runs])
         if table.num_rows == 0 and runs:
             table = _fold([read_run(store, r, base) for r in runs])
+        else:  # runs committed but never indexed (a publish the journal finished, a record rebuilt)
+            table = _fold([table] + [read_run(store, r, base) for r in runs if r.get("recovered")])
         if table.num_rows:
             store.tables.append("latest", latest_rows(table), app_id=MIGRATE_LATEST, partition_by=PARTITIONS["latest"])
         n_latest = table.num_rows
