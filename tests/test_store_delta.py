@@ -663,3 +663,13 @@ def test_reading_the_former_layout_without_converting_it(local, capsys):
     assert RunStore(open_location(out)).layout() == "legacy"  # readers never convert
     assert legacy.present(RunStore(open_location(out)))
     assert read_bytes(open_location(out), f"{out}/runs/n1.json")
+
+
+def test_a_garbage_journal_or_index_of_the_former_layout_does_not_stop_the_next_run(local):
+    out, data = local
+    made = _legacy_output(out, data)
+    Path(out, "_journal.json").write_text("{garbage")
+    Path(out, "latest", "scores.parquet").write_bytes(b"PAR1garbage")
+    s = run_night(out, data, "night3", made["clips"] + night_clips(data, D2, 2, start=8))
+    assert (s["n_skipped"], s["n_scored"]) == (8, 2)
+    assert not Path(out, "_journal.json").exists() and len(table(out, "latest")) == 10

@@ -24,7 +24,7 @@ from ..paths import check_segment, is_segment
 from ..results import STATUS_ERROR, STATUS_OK
 from ..runs import DEFAULT_LEASE_TTL_S
 from ..storage import Location, read_bytes, write_bytes
-from . import legacy
+from . import legacy, upkeep
 from .rows import (
     CLIP_PART,
     EVALUATED_RUN,
@@ -242,19 +242,21 @@ class RunStore:
 
     def record(self, run_id: str) -> dict | None:
         check_segment(run_id, "run id")
-        if self._reading() != "delta":
+        if self._reading() == "legacy":
             return legacy.record(self, run_id)
-        t = plain(self.tables.read(RUNS, columns=["run_id", "record"]))
-        t = t.filter(pc.equal(t["run_id"], run_id))
+        t = self.tables.read(RUNS, columns=["run_id", "record"])
+        if t is None:
+            return None
+        t = plain(t).filter(pc.equal(plain(t)["run_id"], run_id))
         return json.loads(t["record"][0].as_py()) if t.num_rows else None
 
     def runs(self) -> list[dict[str, Any]]:
         """Records of every published run, oldest first (the whole registry: for
         reports, not for the nightly path)."""
-        if self._reading() != "delta":
+        if self._reading() == "legacy":
             return legacy.records(self)
         t = self.tables.read(RUNS, columns=["record"])
-        recs = [json.loads(r) for r in t["record"].to_pylist()]
+        recs = [json.loads(r) for r in t["record"].to_pylist()] if t is not None else []
         return sorted(recs, key=lambda m: (m.get("published_at", ""), m["run_id"]))
 
     def read_run(self, record: dict[str, Any]) -> pa.Table:
@@ -285,7 +287,7 @@ class RunStore:
     def latest(self) -> pa.Table:
         """Each clip's latest row (per split, models URI and K), conformed, by path. Reads
         the whole table: for readers and tests, never on the nightly path."""
-        if self._reading() != "delta":
+        if self._reading() == "legacy":
             return legacy.latest(self)
         t = self.tables.read(LATEST)
         return results.empty_scores() if t is None else results.conform(plain(t)).sort_by([("path", "ascending")])
@@ -306,7 +308,7 @@ class RunStore:
                 return t.schema, iter(t.to_batches())
             name = SCORES
             ds = self.tables.dataset(SCORES, [(RUN_DATE, "=", str(record["date"]))])
-        elif self._reading() != "delta":
+        elif self._reading() == "legacy":
             t = self.latest()
             return t.schema, iter(t.to_batches())
         else:
@@ -619,78 +621,20 @@ class RunStore:
         try:
             done = self.optimize()
             log.info("compacted and vacuumed %s: %s", self.out.uri, done)
-        except StoreError as e:  # the night is committed; maintenance waits for the next time
-            log.warning("automatic compaction of %s failed: %s", self.out.uri, e)
+        except Exception as e:  # noqa: BLE001 - the night is committed; maintenance waits for the next time
+            log.warning("automatic compaction of %s failed: %s", self.out.uri, one_line(e))
 
     def optimize(self, retain_hours: float | None = None) -> dict[str, dict]:
-        """Compact every table's small files, checkpoint, vacuum what no version of the
-        last ``retain_hours`` (default a week) references; remove expired staging."""
-        from .tables import VACUUM_RETAIN_HOURS
-
-        self.recover()
-        hours = VACUUM_RETAIN_HOURS if retain_hours is None else retain_hours
-        return {name: self.tables.optimize(name, hours) for name in TABLES if self.tables.exists(name)}
+        """Compact, checkpoint and vacuum every table (see :func:`upkeep.optimize`)."""
+        return upkeep.optimize(self, retain_hours)
 
     def repair(self, current: str | None = None) -> list[str]:
-        """Make a damaged output usable again; returns what was done, one line each.
-
-        - a table whose newest commits cannot be read, or name files outside it: those
-          commit files are set aside under ``OUT/_repair/<table>/`` (the table goes back
-          to its last readable version);
-        - data files the log names but that are gone: dropped from the table (FSCK);
-        - staging whose commit record is unreadable: set aside under ``OUT/_repair/``;
-        - ``latest`` is rebuilt from the history (reads the whole history, once).
-        """
-        notes: list[str] = []
-        if self.layout() in ("legacy", "migrating"):
-            notes.append(f"converted the former layout: {self.migrate()}")
-        for name in TABLES:
-            if not self.tables.exists(name):
-                continue
-            try:
-                self.tables.load(name)
-            except StoreError as e:
-                self.tables.forget(name)
-                moved = legacy.set_aside_bad_commits(self, name)
-                notes.append(f"{self.tables.uri(name)}: {e}; set aside {', '.join(moved) or 'nothing'}")
-                self.tables.load(name)  # still unreadable: the error says so
-            gone = self.tables.fsck(name)
-            if gone:
-                notes.append(f"{self.tables.uri(name)}: dropped {len(gone)} missing data file(s): {', '.join(gone)}")
-        root = self.p(STAGING)
-        for d in sorted(self.out.fs.ls(root, detail=False, refresh=True)) if self._exists(root) else []:
-            name = posixpath.basename(d.rstrip("/"))
-            if not is_segment(name):
-                continue
-            try:
-                self._read_intent(name)
-            except StoreError as e:
-                dest = self.p(REPAIR, STAGING, f"{name}-{int(time.time())}")
-                self._mv(self.stage_dir(name), dest)
-                notes.append(f"{e.args[0].split(';')[0]}: set aside at {self.uri(dest)}")
-        self.recover(current)
-        n = self.rebuild_latest()
-        notes.append(f"{self.tables.uri(LATEST)}: rebuilt from the history ({n} rows)")
-        return notes
+        """Make a damaged output usable again (see :func:`upkeep.repair`)."""
+        return upkeep.repair(self, current)
 
     def rebuild_latest(self) -> int:
-        """Rewrite ``latest`` from the history (each key's last-scored row). Reads the
-        whole history: a repair, not nightly work."""
-        hist = self.tables.read(SCORES)
-        if hist is None or hist.num_rows == 0:
-            return 0
-        t = results.conform(plain(hist))
-        key = pc.binary_join_element_wise(
-            *[pc.fill_null(t[c].cast(pa.string()), "") for c in ("path", "split", "models_uri")],
-            pc.fill_null(t["n_masks"].cast(pa.string()), "0"), "\x1f")
-        t = t.append_column("_key", key).sort_by([("_key", "ascending"), ("scored_at", "ascending"),
-                                                   ("run_id", "ascending")])
-        keys = t["_key"].combine_chunks()
-        last = pc.not_equal(keys.slice(0, len(keys) - 1), keys.slice(1)) if len(keys) > 1 else pa.array([], pa.bool_())
-        keep = pa.concat_arrays([last, pa.array([True])])
-        t = t.filter(keep).drop_columns(["_key"])
-        self.tables.overwrite(LATEST, latest_rows(t), app_id=None, partition_by=PARTITIONS[LATEST])
-        return t.num_rows
+        """Rewrite ``latest`` from the history (see :func:`upkeep.rebuild_latest`)."""
+        return upkeep.rebuild_latest(self)
 
     rebuild_index = rebuild_latest  # the former name (asd scores --rebuild-index)
 
