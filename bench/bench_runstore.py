@@ -22,7 +22,10 @@ whole archive and the former lookup (read every published run) are timed too.
 memory (``--clips`` new clips of the night's date, plus the previous night's clips whose
 read failed, retried and read this time, so the latest view is updated as well as
 appended to); 2 % of a night's new clips are ``read_failed`` errors, 0.5 % ``silent``
-(sensor alerts). The store does everything else. The driver's peak RSS is sampled during every night.
+(sensor alerts). The store does everything else, with a fresh :class:`RunStore` each
+night (a nightly job is a new process: nothing it read the night before is still in
+memory). The driver's peak RSS is sampled during every night. ``store overhead`` is
+lookup + staging + commit (``total``); making the night's items is not counted.
 
 Without ``--endpoint-url``/``--local`` an embedded S3 server (moto) on 127.0.0.1 is
 used. The last lines are ``store overhead last/first: R.RRx`` (median of the last 5
