@@ -94,13 +94,13 @@ ERROR_REASONS = {
     "decode_failed": "unexpected error while decoding or featurising",
     "score_failed": "unexpected error while scoring",
 }
+# Reasons that say the microphone rather than the machine is at fault (a dead, silent
+# or unplugged sensor): such error rows are alerts too (``alert_kind = "sensor"``).
+SENSOR_REASONS = frozenset({"silent", "unreadable", "low_level"})
 # Reasons that may go away on a retry: incremental runs score these clips again
 # (``bad_model`` too: an artifact restored from a backup keeps its id). Every other
 # reason is a property of the bytes (or of the missing model, which is part of the
 # incremental key), so the same clip fails the same way again.
-# Reasons that say the recording rig, not the machine, failed: alerted apart from the
-# machine alerts (``alert_kind`` = ``sensor``), so a night with a dead sensor is noticed.
-SENSOR_REASONS = frozenset({"silent", "low_level", "unreadable"})
 TRANSIENT_REASONS = frozenset({"read_failed", "decode_failed", "score_failed", "bad_model", "not_found"})
 
 

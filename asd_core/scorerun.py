@@ -27,8 +27,18 @@ from .holdout import HoldOut
 from .kinds import DEFAULT_KIND
 from .pipeline import DEFAULT_BATCH, clip_items, model_index
 from .runs import DEFAULT_LEASE_TTL_S, Lease, new_run_id, validate_run_id
-from .runstore import LATEST, LEASE, RunStore, alert_summary, write_table
-from .storage import Location, open_location, write_bytes
+from .runstore import (
+    EVALUATED,
+    LATEST,
+    LEASE,
+    METRICS,
+    SCORES,
+    RunStore,
+    alert_summary,
+    release_on_signals,
+    write_table,
+)
+from .storage import Location, open_location
 
 log = logging.getLogger(__name__)
 
@@ -81,7 +91,7 @@ Pipeline = Callable[[list[dict], dict[str, dict], str, Location], None]
 
 
 def run_with_lease(opts: ScoreOptions, pipeline: Pipeline, listed: list[ListedClip] | None = None) -> dict[str, Any]:
-    """:func:`score_run` under the output's lease (``OUT_URI/scores/_lease.json``): a
+    """:func:`score_run` under the output's lease (``OUT_URI/_lease.json``): a
     second run on the same OUT_URI while this one runs fails with
     :class:`asd_core.runs.LeaseHeld` before it lists or scores anything. The lease is
     released at the end, whatever happened; one left by a killed run expires after
@@ -94,6 +104,7 @@ def run_with_lease(opts: ScoreOptions, pipeline: Pipeline, listed: list[ListedCl
         return score_run(opts, pipeline, listed, run_id=run_id)
 
 
+@release_on_signals()  # SIGTERM (ray job stop) unwinds like Ctrl-C: the lease is released
 def score_run(
     opts: ScoreOptions, pipeline: Pipeline, listed: list[ListedClip] | None = None, *, run_id: str | None = None
 ) -> dict[str, Any]:
@@ -111,7 +122,7 @@ def score_run(
     if out.protocol == "file":
         out.fs.makedirs(out.path, exist_ok=True)
     store = RunStore(out)
-    stage_dir = store.begin(run_id)
+    stage_dir = store.begin(run_id, ttl_s=opts.lease_ttl_s)
     started_at = datetime.now(timezone.utc)
 
     if listed is None:
@@ -169,7 +180,7 @@ def score_run(
         seconds=time.perf_counter() - t0,
         clips_per_second=new.num_rows / pipeline_s if pipeline_s > 0 and new.num_rows else 0.0,
     )
-    store.finish(record, summary)
+    store.finish(record, summary)  # the commit: every table, the submission, the run record
     log.info(
         "run %s published: %d rows (%d ok, %d errors%s), %d skipped, %s, official score %s, %.1f s",
         run_id, new.num_rows, record["n_ok"], record["n_error"],
@@ -185,22 +196,21 @@ def _publish_outputs(
 ) -> dict[str, Any]:
     """Metrics and submission over every listed clip's row (this run's and the carried
     ones) but the clips a model trained on (``holdouts``: each type's rule and the data
-    root), alerts over this run's rows; returns the summary's run fields."""
-    out, run_id = store.out, record["run_id"]
+    root), alerts over this run's rows, all staged for the commit
+    (:meth:`RunStore.finish`); returns the summary's run fields."""
+    run_id = record["run_id"]
     view = pa.concat_tables([results.to_table(carried), new]).to_pandas()
     view = results.apply_ground_truth(view, gt)
     view, n_trained = results.drop_training_clips(view, *holdouts)
     sections, official = results.compute_metrics(view)
-    metrics_path = store.run_output("metrics", record, "metrics.parquet")
-    write_table(out, metrics_path, results.metrics_table(sections, run_id, official))
-    evaluated_path = store.run_output("evaluated", record, "evaluated.parquet")
-    write_table(out, evaluated_path, results.conform(pa.Table.from_pandas(view, preserve_index=False)))
-    alerts_path, alerts = store.write_alerts(run_id, new)
-    sub_dir = f"{out.path}/submission/{run_id}"
+    metrics_uri = store.stage_output(record, METRICS, results.metrics_table(sections, run_id, official))
+    evaluated_uri = store.stage_output(
+        record, EVALUATED, results.conform(pa.Table.from_pandas(view, preserve_index=False)))
+    alerts_uri, alerts = store.write_alerts(run_id, new)
     sub = results.submission_files(view) if split == "test" and sections else {}
-    for name, text in sub.items():
-        write_bytes(out, f"{sub_dir}/{name}", text.encode())
+    submission_uri = store.stage_submission(record, sub)
     n_evaluated = int(len(results.evaluable(view)))
+    kinds = alerts["alert_kind"].to_pylist()
     return {
         "run_id": run_id,
         "split": split,
@@ -215,13 +225,15 @@ def _publish_outputs(
         "official_score": official,
         "sections": [m.to_dict() for m in sections],
         "n_alerts": alerts.num_rows,
+        "n_anomaly_alerts": kinds.count("anomaly"),
+        "n_sensor_alerts": kinds.count("sensor"),
         "alerts": alert_summary(alerts),
-        "alerts_uri": out.uri_of(alerts_path),
-        "scores_uri": out.uri_of(record["scores_path"]),
-        "latest_uri": out.uri_of(store.p(LATEST)),
-        "metrics_uri": out.uri_of(metrics_path),
-        "evaluated_uri": out.uri_of(evaluated_path),
-        "submission_uri": out.uri_of(sub_dir) if sub else None,
+        "alerts_uri": alerts_uri,
+        "scores_uri": store.tables.uri(SCORES),
+        "latest_uri": store.tables.uri(LATEST),
+        "metrics_uri": metrics_uri,
+        "evaluated_uri": evaluated_uri,
+        "submission_uri": submission_uri,
     }
 
 

@@ -128,13 +128,12 @@ def run_demo(
         print(rep["table"])
         print(f"Wall time: {timings['total']:.0f} s (synth {timings['synth']:.0f}, "
               + ", ".join(f"{k} {v:.0f}" for k, v in timings.items() if " " in k) + ")")
-        print(f"\nScores, each clip's latest row per model: {out_uri}/latest/scores.parquet   history: {out_uri}/scores/"
+        print(f"\nDelta tables: the latest row per clip and model {out_uri}/latest   history: {out_uri}/scores/"
               f"\nmetrics: {out_uri}/metrics/   alerts: {out_uri}/alerts/   submission CSVs: {out_uri}/submission/")
         print(f"Plots: {out_uri}/report/{rep['run_id']}/")
         print("Query them, e.g.:")
-        print(f"  python -c \"import duckdb; print(duckdb.sql(\\\"select model_kind, machine_type, label, "
-              f"avg(anomaly_score) s, count(*) n from read_parquet('{out_uri}/latest/scores.parquet') "
-              f"where status='ok' group by all order by all\\\"))\"")
+        print(f"  python -c \"from deltalake import DeltaTable; d = DeltaTable('{out_uri}/latest').to_pandas(); "
+              f"print(d[d.status == 'ok'].groupby(['model_kind', 'machine_type', 'label']).anomaly_score.mean())\"")
         print(f"  asd scores {out_uri} --latest --format csv > latest.csv")
         return 0 if status == "ok" else 1
     except KeyboardInterrupt:

@@ -24,7 +24,6 @@ import os
 import sys
 
 import pandas as pd
-import pyarrow.parquet as pq
 
 from asd_core import plots as plots_
 from asd_core import results
@@ -66,13 +65,13 @@ def report(
     store = RunStore(out)
     runs = store.runs()
     if not runs:
-        raise FileNotFoundError(f"no published scoring run under {out.uri}/scores")
+        raise FileNotFoundError(f"no published scoring run under {out.uri}")
     if run_id is None:
         manifest = runs[-1]
     else:
         found = [m for m in runs if m["run_id"] == run_id]
         if not found:
-            raise FileNotFoundError(f"run {run_id!r} is not published under {out.uri}/scores")
+            raise FileNotFoundError(f"run {run_id!r} is not published under {out.uri}")
         manifest = found[0]
     rid = check_segment(manifest["run_id"], "run id")  # the report's folder under OUT_URI
     sections, rows = _run_metrics(store, manifest)
@@ -151,22 +150,17 @@ figure{{display:inline-block;margin:0 1em 1em 0;vertical-align:top}} figcaption{
 
 
 def _run_metrics(store, record: dict):
-    """(sections, evaluated rows) of one published run."""
-    if record.get("format", 1) >= 2:
-        mpath = store.run_output("metrics", record, "metrics.parquet")
-        epath = store.run_output("evaluated", record, "evaluated.parquet")
-    else:  # outputs written before the partitioned layout
-        rid = check_segment(record["run_id"], "run id")
-        mpath = store.p("metrics", rid, "metrics.parquet")
-        epath = store.p("metrics", rid, "evaluated.parquet")
-    with store.out.fs.open(mpath, "rb") as f:
-        sections = results.sections_from_table(pq.read_table(f))
-    with store.out.fs.open(epath, "rb") as f:
-        rows = pq.read_table(f).to_pandas()
+    """(sections, evaluated rows) of one published run (its rows of the metrics and
+    evaluated tables, or the files of the former layout)."""
+    metrics = store.read_output("metrics", record)
+    evaluated = store.read_output("evaluated", record)
+    sections = results.sections_from_table(metrics) if metrics is not None else []
+    rows = evaluated.to_pandas() if evaluated is not None else results.empty_scores().to_pandas()
     return sections, rows
 
 
 def main(argv: list[str] | None = None) -> int:
+    from asd_core.runstore import StoreError
     from jobs.common import setup_logging
 
     args = build_parser().parse_args(argv)
@@ -175,7 +169,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         rep = report(args.out_uri, args.run_id, endpoint_url=args.endpoint_url, plots=not args.no_plots,
                      local_dir=args.local, hist_log=hist_log)
-    except (FileNotFoundError, ValueError) as e:
+    except (FileNotFoundError, ValueError, StoreError) as e:
         print(f"asd report: {e}", file=sys.stderr)
         return 2
     print(rep["table"])

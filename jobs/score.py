@@ -1,5 +1,5 @@
-"""Nightly batch scoring on Ray Data: archive in, Parquet scores, metrics and
-DCASE submission files out.
+"""Nightly batch scoring on Ray Data: archive in, Delta Lake tables of scores, metrics
+and alerts, and DCASE submission files out.
 
     asd score DATA_URI MODELS_URI OUT_URI [--machines fan,valve] [--masks K] ...
     ray job submit --working-dir . -- python -m jobs.score DATA_URI MODELS_URI OUT_URI ...
@@ -14,9 +14,9 @@ Pipeline (streaming; memory bounded by batch sizes, not by the archive)::
                ─► map_batches(asd_core.pipeline.ScoreActor, ActorPoolStrategy(size=N))
                   each actor loads the models once and routes clips by machine type
                ─► write_parquet(OUT/_staging/<run_id>/)
-    driver: asd_core.scorerun -> asd_core.runstore.RunStore.publish: check rows == items, paths unique ->
-            move under OUT/scores/date=<day>/run=<run_id>/ -> _SUCCESS (the commit)
-            -> latest/scores.parquet -> metrics, alerts, submission -> runs/<run_id>.json
+    driver: asd_core.scorerun -> asd_core.runstore.RunStore: check rows == items, paths unique ->
+            stage metrics, alerts, submission -> _out/COMMIT.json (the commit) -> the tables
+            scores, metrics, evaluated, alerts, latest (MERGE) and last the runs row
 
 Why list on the driver and fetch inside the UDF rather than ``read_binary_files``: a
 file that cannot be read (deleted after listing, permissions, a flaky endpoint) fails
@@ -24,12 +24,12 @@ the whole read task, and Ray Data can only drop whole blocks (``max_errored_bloc
 here each file gets its own error row. Only one batch of raw bytes per task is ever in
 memory, and ``s3fs.cat`` of a batch fetches its objects concurrently.
 
-Output layout: see :mod:`asd_core.runstore` (``latest/scores.parquet`` has each clip
-once; ``scores/`` is the partitioned history; ``alerts/<run_id>.parquet`` the clips
-over threshold).
+Output layout: see :mod:`asd_core.store` (the ``latest`` table has each clip once;
+``scores`` is the history partitioned by ``run_date``; ``alerts`` the clips over
+threshold and the sensor faults).
 
 Incremental runs (``--incremental``) skip clips whose (path, size, fingerprint, model
-id) already has a final row in the index (``latest/scores.parquet``) for the same
+id) already has a final row in the ``latest`` table for the same
 split, models URI and K (an ok row, or an error that a retry cannot fix; read
 failures and bad artifacts are retried). A run publishes all or nothing; its metrics
 and submission cover every listed clip: this run's rows plus the index rows they
@@ -54,7 +54,7 @@ from asd_core.catalog import ListedClip, list_checked, parse_only
 from asd_core.pipeline import DECODE_BATCH, DEFAULT_BATCH, ScoreActor, fetch_decode
 from asd_core.results import strict_json
 from asd_core.runs import DEFAULT_LEASE_TTL_S, validate_run_id
-from asd_core.runstore import RunStore, write_table
+from asd_core.runstore import LeaseLost, RunStore, StoreError, write_table
 from asd_core.scorerun import (
     DEFAULT_MAX_READ_FAILURE_RATE,
     STAGE_ROWS_PER_FILE,
@@ -184,7 +184,7 @@ def build_parser() -> argparse.ArgumentParser:
                         f"(read_failed: an outage, not bad files; default {DEFAULT_MAX_READ_FAILURE_RATE}); "
                         "a run in which every clip failed to read always exits 1. The run is published either way")
     p.add_argument("--lease-ttl-hours", type=float, default=DEFAULT_LEASE_TTL_S / 3600,
-                   help="expiry of the OUT_URI/scores/_lease.json lease that keeps a second run out "
+                   help="expiry of the OUT_URI/_lease.json lease that keeps a second run out "
                         "(default %(default)g; must exceed the longest run)")
     p.add_argument("--json", action="store_true", help="print the run summary as JSON on stdout")
     p.add_argument("-v", "--verbose", action="store_true")
@@ -237,7 +237,7 @@ def _main(argv: list[str] | None) -> int:
             if opts.run_id and RunStore(out).is_published(opts.run_id):
                 raise ValueError(f"run {opts.run_id!r} is already published under {out.uri}; runs are never "
                                  "rewritten (choose another --run-id)")
-    except ValueError as e:  # a bad run id, URI scheme, manifest, template, an empty listing
+    except (ValueError, StoreError) as e:  # a bad run id, URI scheme, manifest, template, listing, table
         print(f"asd score: {e}")
         return 2
     if not listed:  # a night with no recordings is a normal night: an empty run, exit 0
@@ -246,7 +246,7 @@ def _main(argv: list[str] | None) -> int:
     try:
         with session:
             summary = run_with_lease(opts, ray_pipeline(opts), listed)
-    except (LeaseHeld, ResourcesUnavailable) as e:
+    except (LeaseHeld, LeaseLost, ResourcesUnavailable, StoreError) as e:
         print(f"asd score: {e}")
         return 2
     print(strict_json(summary) if args.json else format_summary(summary))

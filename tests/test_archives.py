@@ -11,14 +11,13 @@ import uuid
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
 import soundfile as sf
 
 from asd_core import results
 from asd_core.catalog import ManifestError, PathPattern, list_clips, list_pattern, read_manifest, write_manifest
-from asd_core.runstore import JOURNAL, LATEST, SUCCESS, RunStore, alert_summary, write_table
-from asd_core.storage import ensure_bucket, open_location, pyarrow_filesystem, read_bytes, write_bytes
+from asd_core.runstore import JOURNAL, SUCCESS, RunStore, alert_summary, storage_options, write_table
+from asd_core.storage import ensure_bucket, open_location, write_bytes
 from tests.signals import ANOMALIES, SR, harmonic_tone
 
 
@@ -143,21 +142,28 @@ def _publish(store, run_id, table, date="2026-11-24"):
     return record
 
 
+def _table(out: str, name: str) -> pa.Table:
+    from deltalake import DeltaTable
+
+    loc = open_location(out)
+    return DeltaTable(f"{loc.uri}/{name}", storage_options=storage_options(loc)).to_pyarrow_table()
+
+
 def test_run_store_latest_row_per_clip_and_history(tmp_path):
     store = RunStore(open_location(str(tmp_path)))
     _publish(store, "n1", _rows("n1", ["a", "b"], status="error", reason="read_failed"))
     _publish(store, "n2", _rows("n2", ["b", "c"], score=0.9), date="2026-11-25")
     latest = store.latest().to_pandas().set_index("path")
     assert list(latest.index) == ["a", "b", "c"] and latest.loc["b", "run_id"] == "n2"
-    history = pq.read_table(str(tmp_path / "scores")).to_pandas()  # hive partitions: date, run
-    assert len(history) == 4 and set(history["date"].astype(str)) == {"2026-11-24", "2026-11-25"}
-    # one night's folder reads only that night
-    assert pq.read_table(str(tmp_path / "scores" / "date=2026-11-25")).num_rows == 2
+    history = _table(str(tmp_path), "scores").to_pandas()  # partitioned by run_date
+    assert len(history) == 4 and set(history["run_date"]) == {"2026-11-24", "2026-11-25"}
+    # one night's partition reads only that night
+    assert store.read_run(store.record("n2")).num_rows == 2
     with pytest.raises(ValueError, match="already published"):
         store.begin("n1")
-    # the index equals a rebuild from the published runs
-    rebuilt = store.rebuild_latest().to_pandas().set_index("path")
-    assert rebuilt["run_id"].to_dict() == latest["run_id"].to_dict()
+    # latest equals a rebuild from the history
+    assert store.rebuild_latest() == 3
+    assert store.latest().to_pandas().set_index("path")["run_id"].to_dict() == latest["run_id"].to_dict()
     # incremental: a transient error is retried, an ok row settles its clip
     items = [{"path": p, "size": 1, "fingerprint": "x", "model_id": "knn-1"} for p in "abc"]
     carried, todo = store.settled(items, split="test", models_uri="models", n_masks=None)
@@ -166,37 +172,60 @@ def test_run_store_latest_row_per_clip_and_history(tmp_path):
     assert not carried
 
 
-def test_run_store_crash_mid_publish_is_finished_or_rolled_back(tmp_path):
+def test_a_publish_the_former_layout_left_half_done_is_finished_or_rolled_back(tmp_path):
+    """An output of the one-file index whose last publish crashed (its _journal.json is
+    there): converting it removes the files of a publish that never committed and
+    keeps a committed one whose record was never written."""
     out = open_location(str(tmp_path))
+    root = out.path
+    write_table(out, f"{root}/latest/scores.parquet", _rows("n1", ["a"]))
+    d1 = f"{root}/scores/date=2026-11-24/run=n1"
+    write_table(out, f"{d1}/part-00000.parquet", _rows("n1", ["a"]))
+    m1 = {"format": 2, "run_id": "n1", "date": "2026-11-24", "scores_path": d1, "files": ["part-00000.parquet"],
+          "published_at": "2026-11-24T01:00:00+00:00"}
+    write_bytes(out, f"{d1}/{SUCCESS}", json.dumps(m1).encode())
+    write_bytes(out, f"{root}/runs/n1.json", json.dumps(m1).encode())
+    # crashed after the commit (_SUCCESS), before the index and the record
+    d4 = f"{root}/scores/date=2026-11-25/run=n4"
+    write_table(out, f"{d4}/part-00000.parquet", _rows("n4", ["c"]))
+    write_bytes(out, f"{d4}/{SUCCESS}", json.dumps({**m1, "run_id": "n4", "scores_path": d4, "date": "2026-11-25",
+                                                      "published_at": "2026-11-25T01:00:00+00:00"}).encode())
+    write_bytes(out, f"{root}/{JOURNAL}", json.dumps({"run_id": "n4", "scores_path": d4}).encode())
     store = RunStore(out)
-    _publish(store, "n1", _rows("n1", ["a"]))
-    # crashed after moving files, before the commit: the next run removes them
-    d = store.run_dir("n2", "2026-11-25")
-    write_table(out, f"{d}/part-00000.parquet", _rows("n2", ["b"]))
-    write_bytes(out, store.p(JOURNAL), json.dumps({"run_id": "n2", "scores_path": d}).encode())
-    store.begin("n3")
-    assert not out.fs.exists(d) and not out.fs.exists(store.p(JOURNAL))
-    # crashed after the commit, before the index: the next run indexes it
-    d = store.run_dir("n4", "2026-11-25")
-    write_table(out, f"{d}/part-00000.parquet", _rows("n4", ["c"]))
-    write_bytes(out, f"{d}/{SUCCESS}", json.dumps({"run_id": "n4", "scores_path": d, "files": ["part-00000.parquet"],
-                                                     "date": "2026-11-25"}).encode())
-    write_bytes(out, store.p(JOURNAL), json.dumps({"run_id": "n4", "scores_path": d}).encode())
-    store.begin("n5")
-    assert sorted(store.latest()["path"].to_pylist()) == ["a", "c"] and store.is_published("n4")
+    _publish(store, "n5", _rows("n5", ["d"]), date="2026-11-26")  # the first run converts
+    assert store.is_published("n4") and not out.fs.exists(f"{root}/{JOURNAL}")
+    assert sorted(store.latest()["path"].to_pylist()) == ["a", "c", "d"]  # n4 was never in the former index
+    assert sorted(_table(str(tmp_path), "scores")["run_id"].to_pylist()) == ["n1", "n4", "n5"]
+    # crashed before the commit: the moved files are removed
+    out2 = open_location(str(tmp_path / "two"))
+    d2 = f"{out2.path}/scores/date=2026-11-25/run=n2"
+    write_table(out2, f"{d2}/part-00000.parquet", _rows("n2", ["b"]))
+    write_bytes(out2, f"{out2.path}/{JOURNAL}", json.dumps({"run_id": "n2", "scores_path": d2}).encode())
+    store2 = RunStore(out2)
+    _publish(store2, "n3", _rows("n3", ["e"]))
+    assert not store2.is_published("n2") and store2.latest()["path"].to_pylist() == ["e"]
+    assert not out2.fs.exists(d2) and not out2.fs.exists(f"{out2.path}/_legacy/scores/date=2026-11-25/run=n2")
 
 
-def test_alerts_only_ok_rows_over_threshold():
+def test_alerts_over_threshold_first_then_sensor_alerts():
     rows = pa.concat_tables([_rows("n", ["x1", "x2"], score=0.9), _rows("n", ["y"], score=0.1),
-                             _rows("n", ["z"], status="error", reason="unreadable")])
+                             _rows("n", ["z"], status="error", reason="unreadable"),
+                             _rows("n", ["w"], status="error", reason="read_failed")])
     rows = rows.set_column(rows.schema.get_field_index("machine_type"), "machine_type",
-                           pa.array(["press-07", "fan-3", "press-07", "press-07"]))
+                           pa.array(["press-07", "fan-3", "press-07", "press-07", "fan-3"]))
+    rows = rows.set_column(rows.schema.get_field_index("anomaly_score"), "anomaly_score",
+                           pa.array([0.9, 0.95, 0.1, None, None]))
     store = RunStore(open_location("/tmp/unused-alerts-" + uuid.uuid4().hex))
     over = rows.filter(pa.compute.equal(rows["decision"], 1))
     assert alert_summary(over) == "2 clips over threshold: fan-3 1, press-07 1"
     assert alert_summary(over.slice(0, 0)) == "no clip over threshold"
     _, alerts = store.write_alerts("n", rows)
-    assert sorted(alerts["path"].to_pylist()) == ["x1", "x2"]
+    # machines first (highest score first), then the dead microphone; a read failure is no alert
+    assert alerts["path"].to_pylist() == ["x2", "x1", "z"]
+    assert alerts["alert_kind"].to_pylist() == ["anomaly", "anomaly", "sensor"]
+    assert alerts["alert_rank"].to_pylist() == [1, 2, 3]
+    assert alert_summary(alerts) == "2 clips over threshold: fan-3 1, press-07 1; 1 sensor alert: press-07 unreadable 1"
+    assert alert_summary(alerts.slice(2)) == "no clip over threshold; 1 sensor alert: press-07 unreadable 1"
 
 
 # ---------------------------------------------------------------- through the jobs
@@ -260,10 +289,11 @@ def test_plant_archive_train_by_manifest_score_by_pattern_three_nights(ray_clust
     assert store.record("night2")["n_rows"] == 8 and store.record("night3")["n_rows"] == 9
     # the anomalies of nights 2 and 3 are alerted, with their machine type
     for night in ("night2", "night3"):
-        with store.out.fs.open(store.p("alerts", f"{night}.parquet"), "rb") as f:
-            alerts = pq.read_table(f).to_pandas()
-        assert set(alerts.columns) >= {"machine_type", "section", "anomaly_score", "threshold", "path"}
-        assert (alerts["anomaly_score"] > alerts["threshold"]).all()
+        alerts = store.read_output("alerts", store.record(night)).to_pandas()
+        assert set(alerts.columns) >= {"machine_type", "section", "anomaly_score", "threshold", "path", "alert_kind",
+                                       "date"}
+        over = alerts[alerts["alert_kind"] == "anomaly"]
+        assert (over["anomaly_score"] > over["threshold"]).all()
         anomalous = {f"{plant['data']}/{d}/{mt}/{150000 + 100 * k + 0}.FLAC" for k, d in enumerate(dates) if k
                      for mt in HUM if d in night or k == int(night[-1]) - 1}
         assert anomalous <= set(alerts["path"]), (anomalous, alerts["path"].tolist())
@@ -275,13 +305,23 @@ def test_plant_archive_train_by_manifest_score_by_pattern_three_nights(ray_clust
     assert len(latest) == n_clips and latest["path"].is_unique
     assert latest.set_index("path").loc[f"{plant['data']}/{replaced}", "run_id"] == "night3"
     assert json.loads(latest["attributes"].iloc[0])["date"] in dates
-    history = pq.read_table(f"{store.root}/scores", filesystem=pyarrow_filesystem(store.out)).to_pandas()
+    # the tables as any Delta reader sees them: deltalake, DuckDB over its Arrow dataset, Ray Data
+    from deltalake import DeltaTable
+
+    opts = storage_options(store.out)
+    history = DeltaTable(f"{out}/scores", storage_options=opts).to_pandas()
     assert len(history) == n_clips + 1  # the replaced clip has a row per run that scored it
-    local = read_bytes(store.out, store.p(LATEST))
+    assert set(history["run_date"]) <= {r["date"] for r in store.runs()} and set(history["date"]) == set(dates)
+    dt = DeltaTable(f"{out}/latest", storage_options=opts)
+    assert dt.to_pandas()["path"].is_unique and set(dt.to_pandas()["clip_part"]) == set(dates)
     duckdb = pytest.importorskip("duckdb")
     con = duckdb.connect()
-    con.register("latest", pq.read_table(pa.BufferReader(local)))
+    con.register("latest", dt.to_pyarrow_dataset())
     assert con.execute("select count(*), count(distinct path) from latest").fetchone() == (n_clips, n_clips)
+    import ray.data
+
+    ds = ray.data.read_delta(f"{out}/latest", storage_options=opts)
+    assert ds.count() == n_clips
 
 
 @e2e

@@ -21,7 +21,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import pyarrow.parquet as pq
 import pytest
 
 from asd_core.artifact import artifact_dir, load_artifact, read_meta, save_artifact
@@ -30,8 +29,8 @@ from asd_core.config import preset
 from asd_core.dcase import ClipName
 from asd_core.detector import train_type
 from asd_core.runs import Lease, LeaseHeld, validate_run_id
-from asd_core.runstore import RunStore
-from asd_core.storage import ensure_bucket, open_location, pyarrow_filesystem, read_bytes, write_bytes
+from asd_core.runstore import LEASE, RunStore
+from asd_core.storage import ensure_bucket, open_location, read_bytes, write_bytes
 from tests.signals import SR, harmonic_tone
 
 REPO = Path(__file__).resolve().parents[1]
@@ -79,8 +78,13 @@ def _good_clips(mt: str, n: int = 2, start: int = 0) -> dict[str, bytes]:
 
 
 def _rows(out_uri: str, endpoint: str | None = None) -> pd.DataFrame:
+    """The history table (every run's rows), read as any Delta reader reads it."""
+    from deltalake import DeltaTable
+
+    from asd_core.runstore import storage_options
+
     out = open_location(out_uri, endpoint)
-    return pq.read_table(f"{out.path}/scores", filesystem=pyarrow_filesystem(out)).to_pandas()
+    return DeltaTable(f"{out.uri}/scores", storage_options=storage_options(out)).to_pandas()
 
 
 def _score(*args: str) -> int:
@@ -108,7 +112,7 @@ def test_train_run_name_cannot_leave_models_uri(tmp_path):
 # ---------------------------------------------------------------- 8. one run at a time per output
 def test_lease_is_exclusive_and_expires(tmp_path, s3_bucket, s3_endpoint):
     for loc in (open_location(str(tmp_path)), open_location(s3_bucket, s3_endpoint)):
-        path = f"{loc.path}/scores/_lease.json"
+        path = f"{loc.path}/{LEASE}"
         first = Lease(loc, path, "run-a").acquire()
         with pytest.raises(LeaseHeld, match="run-a"):
             Lease(loc, path, "run-b").acquire()
@@ -121,8 +125,7 @@ def test_lease_is_exclusive_and_expires(tmp_path, s3_bucket, s3_endpoint):
 
 
 def _held_message_run(out_uri, endpoint):
-    return Lease(open_location(out_uri, endpoint), f"{open_location(out_uri, endpoint).path}/scores/_lease.json",
-                 "night-a")
+    return Lease(open_location(out_uri, endpoint), f"{open_location(out_uri, endpoint).path}/{LEASE}", "night-a")
 
 
 # ---------------------------------------------------------------- one archive, several nights
@@ -192,13 +195,13 @@ def test_bad_artifact_fails_only_its_type_and_names_the_file(night1, site, s3_en
 
 @e2e
 def test_output_lease_refuses_a_second_run(night1, site, s3_endpoint, capsys):
-    """Case 8: while a run holds OUT/scores/_lease.json, a second one exits 2 naming it."""
+    """Case 8: while a run holds OUT/_lease.json, a second one exits 2 naming it."""
     with _held_message_run(site["out"], s3_endpoint):
         capsys.readouterr()
         rc = _score(site["data"], site["models"], site["out"], "--run-id", "n1b", "--incremental")
     assert rc == 2 and "night-a" in capsys.readouterr().out
     out = open_location(site["out"], s3_endpoint)
-    assert not RunStore(out).is_published("n1b") and not out.fs.glob(f"{out.path}/scores/*/run=n1b")
+    assert not RunStore(out).is_published("n1b") and "n1b" not in set(_rows(site["out"], s3_endpoint)["run_id"])
 
 
 @e2e
@@ -251,9 +254,8 @@ def test_incremental_night_with_only_a_bad_name_publishes(night1, site, s3_endpo
         "recording_0001.wav": "bad_name",
         **{f: "no_model" for f in n4[n4["machine_type"] == "valve"]["file_name"]},
     }
-    out = open_location(site["out"], s3_endpoint)
-    record = RunStore(out).record("n4")
-    assert out.fs.exists(f"{record['scores_path']}/_SUCCESS")
+    store = RunStore(open_location(site["out"], s3_endpoint))
+    assert store.is_published("n4") and store.read_run(store.record("n4")).num_rows == len(n4)
 
 
 @e2e

@@ -173,3 +173,10 @@ def test_incremental_helpers():
     assert results.is_final("ok", None)
     assert results.is_final("error", "unreadable") and results.is_final("error", "no_model")
     assert not results.is_final("error", "read_failed")
+
+
+def test_sensor_reasons_are_error_reasons_of_a_dead_microphone():
+    assert results.SENSOR_REASONS == {"silent", "unreadable", "low_level"}
+    # every sensor reason but the one another branch adds is a documented error reason
+    assert results.SENSOR_REASONS - {"low_level"} <= set(results.ERROR_REASONS)
+    assert not results.SENSOR_REASONS & results.TRANSIENT_REASONS  # final: never retried by --incremental

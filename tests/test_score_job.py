@@ -8,7 +8,6 @@ re-run, new clips), so the module shares one output location.
 from __future__ import annotations
 
 import io
-import json
 import re
 import uuid
 
@@ -172,8 +171,7 @@ def test_every_clip_one_row_with_errors_explained(night1, archive, out_uri, s3_e
     store = RunStore(out)
     record = store.record("night1")
     assert record["scores_path"] == store.run_dir("night1", record["date"])
-    manifest = json.loads(read_bytes(out, f"{record['scores_path']}/_SUCCESS"))
-    assert manifest["n_rows"] == len(clips) and manifest["n_error"] == len(BAD)
+    assert record["n_rows"] == len(clips) and record["n_error"] == len(BAD)
     assert record["summary"]["n_scored"] == len(clips)
     assert not out.fs.exists(f"{out.path}/_staging/night1") and not out.fs.exists(f"{out.path}/_journal.json")
     # the index holds every clip once, equal to the run's rows
@@ -210,8 +208,7 @@ def test_metrics_match_asd_core_metrics(night1, out_uri, s3_endpoint):
         want.append(section_metrics(mt, "00", (g["label"] == "anomaly").astype(int), g["anomaly_score"],
                                     g["domain"], g["decision"].astype(int)))
     store = RunStore(out)
-    with out.fs.open(store.run_output("metrics", store.record("night1"), "metrics.parquet"), "rb") as f:
-        got = results.sections_from_table(pq.read_table(f))
+    got = results.sections_from_table(store.read_output("metrics", store.record("night1")))
     assert [(m.machine_type, m.section) for m in got] == [(m.machine_type, m.section) for m in want]
     for g, w in zip(got, want, strict=True):
         assert g.model_kind == "unet"
@@ -325,15 +322,16 @@ def test_cli_with_ground_truth_and_report(ray_cluster, eval_archive, models_uri,
     # the names carry no label or domain: the rows take them from the CSVs
     assert scores["label"].tolist() == ["normal", "anomaly"] * 4
     assert scores["domain"].tolist() == ["source", "source", "target", "target"] * 2
-    (mfile,) = out.glob("metrics/date=*/run=eval1/metrics.parquet")
-    metrics = pq.read_table(mfile).to_pandas()
+    from deltalake import DeltaTable
+
+    metrics = DeltaTable(str(out / "metrics")).to_pyarrow_table().to_pandas()
     assert metrics["n_clips"].tolist() == [8] and metrics["auc_target"].notna().all()
     assert (out / "submission" / "eval1" / "anomaly_score_fan_section_00_test.csv").exists()
-    # plain readers: metrics/ is one schema; the latest view keeps integer columns with nullable types
+    # Delta readers: metrics is one schema; the latest table keeps integer columns with nullable types
     import pandas as pd
+    import pyarrow as pa
 
-    assert pd.read_parquet(out / "metrics")["n_clips"].tolist() == [8]
-    latest = pd.read_parquet(out / "latest" / "scores.parquet", dtype_backend="numpy_nullable")
+    latest = DeltaTable(str(out / "latest")).to_pyarrow_table().to_pandas(types_mapper={pa.int8(): pd.Int8Dtype()}.get)
     assert str(latest["decision"].dtype) == "Int8" and len(latest) == 8
 
     rc = cli.main(["report", str(out)])
