@@ -182,6 +182,7 @@ def run_one(mt: str, seed: int, variants: dict[str, dict], args, emit) -> None:
         seg = NeighbourBank.fit(torch.cat([segments(w) for w in w_train]).numpy(), k=5)  # the knn kind's frame level
         s = np.array([seg.score(segments(w).numpy()).max() for w in w_test])
         emit({**base, "variant": "ref", "rule": "knn-frame", **metrics(y, d, s)})
+    if not args.skip_refs and not args.skip_ae:
         cfg = preset("tiny", {"kind": "baseline-ae", "seed": seed})
         t0 = time.perf_counter()
         tt = train_type(w_train, cfg, domains=dom_train)
@@ -303,6 +304,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--preset", default="tiny")
     p.add_argument("--variant", action="append", default=[], metavar="NAME:KEY=V,KEY=V")
     p.add_argument("--skip-refs", action="store_true")
+    p.add_argument("--skip-ae", action="store_true", help="no autoencoder reference (the slowest one)")
     p.add_argument("--no-base", action="store_true", help="only the --variant configurations")
     p.add_argument("--threads", type=int, default=1, help="torch threads (1: other work shares the machine)")
     p.add_argument("--out", default="study.jsonl")
