@@ -23,18 +23,18 @@ import logging
 import os
 import posixpath
 import time
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from .. import results
 from ..paths import check_segment, is_within
+from .layout import MIGRATE_LATEST, PARTITIONS, REPAIR, app_id
 from .rows import read_tables
 from .tables import StoreError, one_line
 
-if TYPE_CHECKING:
-    from .runstore import RunStore
+RunStore = Any  # asd_core.store.runstore.RunStore: the store these functions work on
 
 log = logging.getLogger("asd_core.runstore")
 
@@ -217,7 +217,6 @@ def migrate(store: RunStore) -> dict | None:
     """Convert OUT from the former layout (see the module's docstring); returns counts,
     ``None`` when there is nothing to convert."""
     from .rows import alert_rows, latest_rows
-    from .runstore import MIGRATE_LATEST, PARTITIONS, app_id
 
     fs = store.out.fs
     base = store.p(LEGACY)
@@ -299,7 +298,6 @@ def set_aside_bad_commits(store: RunStore, name: str) -> list[str]:
     """Move the table's newest commit files that cannot be parsed, or that add files
     outside the table, to ``OUT/_repair/<name>/``, newest first, until one is good;
     a garbage ``_last_checkpoint`` (a hint) too. Returns the names moved."""
-    from .runstore import REPAIR
 
     fs = store.out.fs
     logdir = posixpath.join(store.tables.path(name), "_delta_log")

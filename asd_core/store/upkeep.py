@@ -6,25 +6,20 @@ from __future__ import annotations
 
 import posixpath
 import time
-from typing import TYPE_CHECKING
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from .. import results
 from ..paths import is_segment
-from . import legacy
+from . import layout, legacy
 from .rows import latest_rows, plain
 from .tables import VACUUM_RETAIN_HOURS, StoreError
 
-if TYPE_CHECKING:
-    from .runstore import RunStore
+RunStore = Any  # asd_core.store.runstore.RunStore: the store these functions work on
 
 
-def _names():
-    from . import runstore
-
-    return runstore
 
 
 def optimize(store: RunStore, retain_hours: float | None = None) -> dict[str, dict]:
@@ -32,7 +27,7 @@ def optimize(store: RunStore, retain_hours: float | None = None) -> dict[str, di
     last ``retain_hours`` (default a week) references; remove expired staging."""
     store.recover()
     hours = VACUUM_RETAIN_HOURS if retain_hours is None else retain_hours
-    return {name: store.tables.optimize(name, hours) for name in _names().TABLES if store.tables.exists(name)}
+    return {name: store.tables.optimize(name, hours) for name in layout.TABLES if store.tables.exists(name)}
 
 
 def repair(store: RunStore, current: str | None = None) -> list[str]:
@@ -45,7 +40,7 @@ def repair(store: RunStore, current: str | None = None) -> list[str]:
     - staging whose commit record is unreadable: set aside under ``OUT/_repair/``;
     - ``latest`` is rebuilt from the history (reads the whole history, once).
     """
-    rs = _names()
+    rs = layout
     notes: list[str] = []
     if store.layout() in ("legacy", "migrating"):
         notes.append(f"converted the former layout: {store.migrate()}")
@@ -82,7 +77,7 @@ def repair(store: RunStore, current: str | None = None) -> list[str]:
 def rebuild_latest(store: RunStore) -> int:
     """Rewrite ``latest`` from the history (each key's last-scored row). Reads the
     whole history: a repair, not nightly work."""
-    rs = _names()
+    rs = layout
     hist = store.tables.read(rs.SCORES)
     if hist is None or hist.num_rows == 0:
         return 0
