@@ -13,6 +13,7 @@ import pytest
 from asd_core.artifact import ArtifactError, save_artifact, set_current
 from asd_core.audio import encode_wav
 from asd_core.config import preset
+from asd_core.runstore import RunStore
 from asd_core.storage import ensure_bucket, open_location, write_bytes
 from jobs import score as score_job
 from tests.signals import SR, harmonic_tone
@@ -36,8 +37,7 @@ def test_score_into_a_missing_bucket_creates_it(s3_bucket, s3_endpoint, capsys):
     rc = score_job.main([data.uri, models.uri, out_uri, "--endpoint-url", s3_endpoint, "--run-id", "n1"])
     text = capsys.readouterr().out
     assert rc == 2 and "no model artifact" in text and "Traceback" not in text  # 2: no model, rows published
-    out = open_location(out_uri, s3_endpoint)
-    record = json.loads(out.fs.cat(f"{out.path}/runs/n1.json"))
+    record = RunStore(open_location(out_uri, s3_endpoint)).record("n1")
     assert record["n_error"] == 2
 
 

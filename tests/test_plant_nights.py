@@ -86,7 +86,9 @@ def test_an_empty_night_is_a_normal_night(tmp_path, knn_models, capsys):
     assert "no clips listed" in text[0] and "2026-11-27" in text[0]
     summary = _strict(text[-1])  # strict JSON: no bare NaN
     assert summary["n_listed"] == 0 and summary["official_score"] is None
-    assert (out / "runs" / "holiday.json").exists()
+    from asd_core.runstore import RunStore
+
+    assert RunStore(open_location(str(out))).record("holiday")["n_rows"] == 0
     # a missing DATA_URI is still a failure
     assert score_job.main([str(tmp_path / "nope"), knn_models.uri, str(out), "--pattern",
                            "{date}/{machine_type}/{name}.wav", "--only", "date=2026-11-27"]) == 2

@@ -535,11 +535,11 @@ def test_a_night_reads_and_merges_only_its_partitions(local, capsys):
 
 # ---------------------------------------------------------------- compaction and clean-up
 def test_optimize_compacts_and_vacuums_and_runs_on_a_schedule(local, monkeypatch, capsys):
-    from asd_core.store import runstore as rs
+    from asd_core.store import layout
     from jobs.scores import main
 
     out, data = local
-    monkeypatch.setattr(rs, "OPTIMIZE_EVERY", 3)
+    monkeypatch.setattr(layout, "OPTIMIZE_EVERY", 3)
     for n in range(3):
         run_night(out, data, f"night{n}", night_clips(data, f"2026-11-2{n}", 4))
     assert any(h["operation"] == "OPTIMIZE" for h in dt(out, "runs").history())  # the third run compacted

@@ -18,7 +18,7 @@ import pyarrow.compute as pc
 from .. import results
 from ..paths import check_segment
 from ..storage import Location, read_bytes, write_bytes
-from . import legacy
+from . import layout, legacy
 from .layout import (  # noqa: F401  the layout's names, importable from here
     ALERTS,
     EVALUATED,
@@ -27,7 +27,6 @@ from .layout import (  # noqa: F401  the layout's names, importable from here
     LEASE,
     METRICS,
     MIGRATE_LATEST,
-    OPTIMIZE_EVERY,
     OUTPUTS,
     OWNER,
     PARTITIONS,
@@ -67,7 +66,7 @@ class StoreReader:
         self.out = out
         self.root = out.path.rstrip("/")
         self.tables = Tables(out)
-        self.optimize_every = OPTIMIZE_EVERY if optimize_every is None else optimize_every
+        self.optimize_every = layout.OPTIMIZE_EVERY if optimize_every is None else optimize_every
         self._pending: dict[str, dict[str, Any]] = {}  # run id -> rows and outputs staged by this process
 
     # ------------------------------------------------------------ paths

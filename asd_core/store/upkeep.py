@@ -1,5 +1,5 @@
 """Looking after an output's tables: compaction and vacuum (``asd scores --optimize``,
-and every :data:`~asd_core.store.runstore.OPTIMIZE_EVERY` runs), repair of a damaged
+and every :data:`~asd_core.store.layout.OPTIMIZE_EVERY` runs), repair of a damaged
 output (``--repair``), ``latest`` rebuilt from the history."""
 
 from __future__ import annotations
