@@ -19,27 +19,17 @@ from .. import results
 from ..paths import check_segment
 from ..storage import Location, read_bytes, write_bytes
 from . import layout, legacy
-from .layout import (  # noqa: F401  the layout's names, importable from here
+from .layout import (
     ALERTS,
     EVALUATED,
-    INTENT,
     LATEST,
     LEASE,
     METRICS,
-    MIGRATE_LATEST,
-    OUTPUTS,
-    OWNER,
-    PARTITIONS,
-    RECORD_SCHEMA,
-    REPAIR,
     RUNS,
     SCORES,
     STAGING,
-    STEPS,
-    TABLES,
     app_id,
     finite,
-    record_row,
 )
 from .rows import (
     CLIP_PART,
