@@ -429,21 +429,24 @@ def submission_files(df: pd.DataFrame) -> dict[str, str]:
     return out
 
 
-def strict_json(obj: Any, **kw: Any) -> str:
-    """JSON that strict parsers accept: NaN and infinities as null, numpy scalars as
-    numbers (``json.dumps`` writes a bare ``NaN``)."""
-    import json
+def finite(obj: Any) -> Any:
+    """``obj`` with NaN and infinite floats as ``None`` and numpy scalars as Python
+    numbers: what strict JSON parsers accept (``json.dumps`` writes a bare ``NaN``)."""
     import math
 
-    def clean(o: Any) -> Any:
-        if isinstance(o, dict):
-            return {str(k): clean(v) for k, v in o.items()}
-        if isinstance(o, list | tuple):
-            return [clean(v) for v in o]
-        if isinstance(o, np.generic):
-            o = o.item()
-        if isinstance(o, float) and not math.isfinite(o):
-            return None
-        return o
+    if isinstance(obj, dict):
+        return {str(k): finite(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [finite(v) for v in obj]
+    if isinstance(obj, np.generic):
+        obj = obj.item()
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    return obj
 
-    return json.dumps(clean(obj), allow_nan=False, default=str, **kw)
+
+def strict_json(obj: Any, **kw: Any) -> str:
+    """:func:`finite` ``obj`` as JSON, refusing anything non-finite left over."""
+    import json
+
+    return json.dumps(finite(obj), allow_nan=False, default=str, **kw)

@@ -227,23 +227,3 @@ def start_local_s3(name: str = "local") -> tuple[Any, str]:
                        "AWS_ENDPOINT_URL": endpoint})
     logging.getLogger("werkzeug").setLevel(logging.WARNING)  # the server's per-request lines
     return server, endpoint
-
-
-@contextlib.contextmanager
-def stop_on_sigterm():
-    """`ray job stop` sends SIGTERM: turn it into KeyboardInterrupt so a run
-    records that it stopped on the way out (Python's default would just die)."""
-    import signal
-    import threading
-
-    def stop(signum, frame):
-        raise KeyboardInterrupt(f"signal {signum}")
-
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    previous = signal.signal(signal.SIGTERM, stop)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)

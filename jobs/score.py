@@ -199,10 +199,10 @@ def main(argv: list[str] | None = None) -> int:
     the error rows are still published; another run holds the output's lease; the
     cluster lacks the requested GPUs; a bad run id); 130: stopped (Ctrl-C, SIGTERM:
     the next run finishes or removes what this one left)."""
-    from jobs.common import stop_on_sigterm
+    from asd_core.runstore import release_on_signals
 
     try:
-        with stop_on_sigterm():
+        with release_on_signals():
             return _main(argv)
     except KeyboardInterrupt:
         print("asd score: stopped (the next run finishes or removes what this one left)")

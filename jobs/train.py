@@ -35,6 +35,7 @@ from asd_core.catalog import list_checked, parse_only
 from asd_core.config import DEFAULT_PRESET, PRESETS, ASDConfig, cpu_warning, parse_overrides, preset
 from asd_core.kinds import KINDS, get_kind, run_epochs
 from asd_core.runs import validate_run_id
+from asd_core.runstore import release_on_signals
 from asd_core.runtime import prepare_model
 from asd_core.storage import open_location, pyarrow_filesystem
 from asd_core.trainrun import (
@@ -62,7 +63,6 @@ from .common import (
     ray_session,
     require_resources,
     setup_logging,
-    stop_on_sigterm,
     storage_errors,
 )
 
@@ -242,7 +242,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    with stop_on_sigterm():
+    with release_on_signals():
         return _main(argv)
 
 

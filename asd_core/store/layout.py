@@ -11,6 +11,7 @@ from typing import Any
 
 import pyarrow as pa
 
+from ..results import finite
 from .rows import CLIP_PART, RUN_DATE, json_default
 
 SCORES, LATEST, METRICS, EVALUATED, ALERTS, RUNS = "scores", "latest", "metrics", "evaluated", "alerts", "runs"
@@ -58,16 +59,3 @@ def record_row(rec: dict[str, Any]) -> pa.Table:
            "official_score": off if isinstance(off, int | float) and off == off else None,
            "record": json.dumps(finite(rec), default=json_default), RUN_DATE: rec["date"]}
     return pa.Table.from_pylist([row], schema=RECORD_SCHEMA)
-
-
-def finite(obj: Any) -> Any:
-    """``obj`` with NaN and infinite floats as ``None`` (strict JSON for every reader)."""
-    if isinstance(obj, dict):
-        return {k: finite(v) for k, v in obj.items()}
-    if isinstance(obj, list | tuple):
-        return [finite(v) for v in obj]
-    if isinstance(obj, float) and not (obj == obj and abs(obj) != float("inf")):
-        return None
-    return obj
-
-
