@@ -19,6 +19,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "report": ("jobs.report", "print the metrics table of a scoring output (model kinds side by side), plot ROC curves and score histograms (--local DIR: also an HTML page)"),
     "models": ("jobs.models", "list every trained model version per machine type; choose the one scoring uses"),
     "sweep": ("jobs.sweep", "train and score machine types under many configurations on Ray Tune"),
+    "submit": ("jobs.submit", "run an asd command as a Ray job on a cluster; exits with the command's own exit code"),
     "version": ("", "print the version"),
 }
 

@@ -7,15 +7,9 @@ several assertions.
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
-import shutil
-import signal
-import socket
 import subprocess
 import sys
-import tempfile
 import time
 import uuid
 from pathlib import Path
@@ -35,6 +29,7 @@ from asd_core.runtime import prepare_model
 from asd_core.storage import open_location, write_bytes
 from asd_core.trainprep import prepare_type, select_training_clips
 from asd_core.trainrun import read_record
+from tests.raycluster import RAY_BIN, ray_head
 from tests.signals import harmonic_tone
 
 REPO = Path(__file__).resolve().parents[1]
@@ -209,74 +204,18 @@ def test_injected_failure_resumes_from_checkpoint_then_resume_flag(ray_cluster, 
         train.run_training(data, models, config=cfg5.override({"width": 16}), resume=True)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _session_pids(sid: int) -> list[int]:
-    """Processes of session ``sid``: everything ``ray start`` (run with a new session) spawned."""
-    out = []
-    for d in Path("/proc").iterdir():
-        if d.name.isdigit():
-            try:
-                fields = (d / "stat").read_text().rsplit(")", 1)[1].split()
-            except (OSError, IndexError):
-                continue
-            if int(fields[3]) == sid and fields[0] != "Z":  # after "pid (comm)": state ppid pgrp session
-                out.append(int(d.name))
-    return out
-
-
-def _stop_cluster(head: subprocess.Popen) -> None:
-    """Stop only this test's cluster, by process id: SIGTERM to ``ray start --block``, then
-    SIGKILL whatever of its session is left (never ``ray stop``: it stops every Ray
-    cluster of this user on the machine, other people's included)."""
-    if head.poll() is None:
-        head.send_signal(signal.SIGTERM)
-    deadline = time.monotonic() + 20
-    while _session_pids(head.pid) and time.monotonic() < deadline:
-        time.sleep(1)
-    for pid in _session_pids(head.pid):
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL)
-    deadline = time.monotonic() + 15
-    while _session_pids(head.pid) and time.monotonic() < deadline:
-        time.sleep(0.5)
-    with contextlib.suppress(subprocess.TimeoutExpired):
-        head.wait(timeout=10)
-
-
 @pytest.mark.ray
 @pytest.mark.s3
 @pytest.mark.slow
 def test_ray_job_submit_end_to_end(s3_bucket, s3_endpoint):
-    ray_bin = Path(sys.executable).with_name("ray")
     data, models = f"{s3_bucket}/archive", f"{s3_bucket}/models"
     write_type(data, "valve", seed=1, endpoint=s3_endpoint)
-    port, dash, agent, client = (_free_port() for _ in range(4))
-    temp_dir = tempfile.mkdtemp(prefix="asdray-")
-    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
-    env["RAY_AUTH_MODE"] = "token"  # `ray start --head` turns token auth on; the client must send it
     secret = f"job-secret-{uuid.uuid4().hex[:8]}"  # moto takes any key: check it never reaches the log
     runtime_env = {"env_vars": {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": secret}}
-    head_log = Path(temp_dir) / "head.log"
-    with open(head_log, "w") as f:
-        head = subprocess.Popen(
-            [str(ray_bin), "start", "--head", "--block", "--num-cpus", "2", "--port", str(port),
-             "--dashboard-host", "127.0.0.1", "--dashboard-port", str(dash), "--temp-dir", temp_dir,
-             "--dashboard-agent-listen-port", str(agent), "--ray-client-server-port", str(client),
-             "--include-dashboard", "true", "--disable-usage-stats"],
-            env=env, stdout=f, stderr=subprocess.STDOUT, start_new_session=True,
-        )
-    try:
-        deadline = time.monotonic() + 120
-        while "Ray runtime started" not in head_log.read_text():
-            assert head.poll() is None and time.monotonic() < deadline, head_log.read_text()[-3000:]
-            time.sleep(1)
+    with ray_head() as head:
+        env = head.env
         cmd = [
-            str(ray_bin), "job", "submit", "--address", f"http://127.0.0.1:{dash}", "--working-dir", str(REPO),
+            str(RAY_BIN), "job", "submit", "--address", head.address, "--working-dir", str(REPO),
             "--runtime-env-json", json.dumps(runtime_env), "--",
             sys.executable, "-m", "jobs.train", data, models, "--preset", "tiny",
             *_set_args({"epochs": "1", "threshold_max_clips": "4"}), "--endpoint-url", s3_endpoint,
@@ -292,9 +231,5 @@ def test_ray_job_submit_end_to_end(s3_bucket, s3_endpoint):
         assert out.returncode == 0, log[-4000:]
         assert "valve: epoch 1/1 loss" in log and "succeeded" in log
         assert secret not in log
-    finally:
-        _stop_cluster(head)
-        shutil.rmtree(temp_dir, ignore_errors=True)
-    assert not _session_pids(head.pid)
     art = load_artifact(models, "valve")
     assert art.summary["epochs"] == 1
