@@ -30,7 +30,10 @@ from .storage import Location, open_location, read_many
 log = logging.getLogger(__name__)
 
 DECODE_BATCH = 8  # clips per decode task batch: bounds raw bytes held per task
-DEFAULT_BATCH = 16  # clips per scoring call
+DEFAULT_BATCH = 16  # clips per scoring call on a GPU
+# on CPUs: a clip's tiles x masks already fill the cores, and the progress bar moves
+# with every scoring call
+CPU_BATCH = 4
 
 # Rows between the stages carry the score columns plus the clip's feature rows.
 INTERNAL_SCHEMA = results.SCORE_SCHEMA.append(pa.field("tiles", pa.large_binary()))

@@ -75,6 +75,14 @@ class Progress:
             self.last = now
             self.log.info("%s", self.line())
 
+    def note(self, message: str) -> None:
+        """A line about the run (an epoch's loss, a type finished): above the bar in a
+        terminal, a log line otherwise."""
+        if self.bar is not None:
+            self.bar.write(message, file=self.stream)
+        else:
+            self.log.info("%s", message)
+
     def close(self) -> None:
         if self.bar is not None:
             self.bar.close()

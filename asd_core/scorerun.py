@@ -25,7 +25,7 @@ from .artifact import extras_of
 from .catalog import ListedClip, list_clips
 from .holdout import HoldOut
 from .kinds import DEFAULT_KIND
-from .pipeline import DEFAULT_BATCH, clip_items, model_index
+from .pipeline import clip_items, model_index
 from .runs import DEFAULT_LEASE_TTL_S, Lease, new_run_id, validate_run_id
 from .runstore import (
     EVALUATED,
@@ -66,7 +66,7 @@ class ScoreOptions:
     cpus_per_actor: float | None = None  # None: 0.5, so the decode tasks always find a CPU
     torch_threads: int | None = None  # CPU scoring; None: the node's cores / actors
     actor_memory_gb: float | None = None  # heap reserved per actor (width-64 U-Net: ~2.3 GiB on CPU)
-    batch_size: int = DEFAULT_BATCH
+    batch_size: int | None = None  # clips per scoring call; None: DEFAULT_BATCH on GPUs, CPU_BATCH on CPUs
     endpoint_url: str | None = None
     ground_truth: list[str] | None = None
     pattern: str | None = None

@@ -31,6 +31,7 @@ from .config import ASDConfig
 from .dcase import AUDIO_SUFFIXES
 from .holdout import HoldOut, relative
 from .kinds import get_kind
+from .progress import Progress
 from .runs import new_run_id, validate_run_id
 from .storage import Location, ensure_bucket, open_location, read_bytes, write_bytes
 from .trainprep import prepare_type, select_training_clips
@@ -270,14 +271,17 @@ class TrainingRun:
         self._t0, self._n_started = time.perf_counter(), len(specs)
         return specs
 
-    def type_done(self, machine_type: str, entry: dict[str, Any], n_left: int = 0) -> None:
-        """Record a finished (or failed) type and log the run's progress."""
+    def type_done(self, machine_type: str, entry: dict[str, Any], n_left: int = 0,
+                  say: Callable[[str], None] | None = None) -> None:
+        """Record a finished (or failed) type and tell the run's progress (``say``: where
+        the line goes, e.g. :meth:`TrainingProgress.note`; default the log)."""
         self.record["types"][machine_type] = entry
         write_record(self.models_loc, self.record)
         n_done, elapsed = self._n_started - n_left, time.perf_counter() - self._t0
         eta = f", ETA {elapsed / n_done * n_left:.0f} s" if n_left and n_done else ""
-        log.info("%s: %s after %.1f s%s (%d/%d types done%s)", machine_type, entry["status"], elapsed,
-                 f" ({entry['error']})" if entry.get("error") else "", n_done, self._n_started, eta)
+        error = f" ({entry['error']})" if entry.get("error") else ""
+        (say or log.info)(f"{machine_type}: {entry['status']} after {elapsed:.1f} s{error} "
+                          f"({n_done}/{self._n_started} types done{eta})")
 
     def stopped(self, machine_types: list[str]) -> None:
         """Ctrl-C or SIGTERM: the unfinished types and the run are marked ``stopped``."""
@@ -294,6 +298,51 @@ class TrainingRun:
         self.record["seconds"] = round(time.perf_counter() - self._t0, 2)
         write_record(self.models_loc, self.record)
         return self.record
+
+
+class TrainingProgress:
+    """The driver's view of a run's training: one bar over every type's epochs (over
+    the types for a kind with nothing to train), a line per epoch reported by a type's
+    rank 0 (:meth:`epoch`), and :meth:`note` for other lines, so that they go above the
+    bar in a terminal and into the log otherwise. An epoch a resumed or restarted
+    worker group repeats does not move the bar twice."""
+
+    def __init__(self, machine_types: list[str], epochs: int, log_: logging.Logger | None = None):
+        self.epochs = epochs
+        total = epochs * len(machine_types) if epochs else len(machine_types)
+        self.bar = Progress("training", total, "epochs" if epochs else "types", log=log_ or log)
+        self.done = dict.fromkeys(machine_types, 0)
+
+    def note(self, message: str) -> None:
+        self.bar.note(message)
+
+    def _advance(self, machine_type: str, epoch: int) -> None:
+        delta = epoch - self.done.get(machine_type, 0)
+        if delta > 0:
+            self.done[machine_type] = epoch
+            self.bar.update(delta)
+
+    def epoch(self, machine_type: str, epoch: int, loss: float, seconds: float) -> None:
+        """Epoch ``epoch`` (1-based) of ``machine_type`` finished with ``loss``."""
+        self._advance(machine_type, epoch)
+        self.note(f"{machine_type}: epoch {epoch}/{self.epochs} loss {loss:.5f} ({seconds:.1f} s)")
+
+    def type_finished(self, machine_type: str) -> None:
+        """The type is done (or failed): its epochs count as passed."""
+        if self.epochs:
+            self._advance(machine_type, self.epochs)
+        elif self.done.get(machine_type) == 0:
+            self.done[machine_type] = 1
+            self.bar.update(1)
+
+    def close(self) -> None:
+        self.bar.close()
+
+    def __enter__(self) -> TrainingProgress:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 def format_record(record: dict[str, Any]) -> str:

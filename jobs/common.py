@@ -138,9 +138,12 @@ def parse_machines(value: str | None) -> list[str] | None:
     return [check_segment(m.strip(), "--machines value") for m in value.split(",") if m.strip()]
 
 
-def init_ray(address: str | None, endpoint_url: str | None = None):
+def init_ray(address: str | None, endpoint_url: str | None = None, verbose: bool = False):
     """Connect to (or start) Ray, forwarding the object-store settings (never
-    credentials, see ``_FORWARD_ENV``) to workers."""
+    credentials, see ``_FORWARD_ENV``) to workers. In a terminal, unless ``verbose``,
+    Ray's own lines (its start-up, Ray Data's and Ray Train's progress, the workers'
+    output) stay in Ray's log files (``/tmp/ray/session_latest/logs``): the job shows
+    its own progress bar and lines. In a log (cron, ``ray job logs``) everything is kept."""
     import ray
 
     env = {k: os.environ[k] for k in _FORWARD_ENV if k in os.environ}
@@ -154,18 +157,28 @@ def init_ray(address: str | None, endpoint_url: str | None = None):
         env = {k: v for k, v in env.items() if k not in job_env}
     if ray.is_initialized():
         return ray
-    ray.init(address=address, runtime_env={"env_vars": env} if env else None, log_to_driver=True)
+    quiet = not verbose and sys.stderr.isatty()
+    ray.init(address=address, runtime_env={"env_vars": env} if env else None, log_to_driver=not quiet,
+             logging_level=logging.WARNING if quiet else logging.INFO)
+    if quiet:
+        import ray.data  # noqa: F401 - configures its logger on import: a file handler and a console one
+
+        for name in ("ray.data", "ray.train", "ray.tune"):  # these do not propagate to "ray"
+            for handler in logging.getLogger(name).handlers:
+                if not isinstance(handler, logging.FileHandler):  # their log files keep everything
+                    handler.setLevel(logging.WARNING)
+        logging.getLogger("ray.train").setLevel(logging.WARNING)
     return ray
 
 
 @contextlib.contextmanager
-def ray_session(address: str | None, endpoint_url: str | None = None):
+def ray_session(address: str | None, endpoint_url: str | None = None, verbose: bool = False):
     """``init_ray`` for a job's ``main``; shuts Ray down afterwards only if it was
     started here (a caller that already runs Ray, such as ``asd demo``, keeps it)."""
     import ray
 
     started_here = not ray.is_initialized()
-    init_ray(address, endpoint_url)
+    init_ray(address, endpoint_url, verbose)
     try:
         yield ray
     finally:

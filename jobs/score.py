@@ -51,7 +51,7 @@ import pyarrow as pa
 from asd_core import results
 from asd_core.artifact import list_artifacts
 from asd_core.catalog import ListedClip, list_checked, parse_only
-from asd_core.pipeline import DECODE_BATCH, DEFAULT_BATCH, ScoreActor, fetch_decode
+from asd_core.pipeline import CPU_BATCH, DECODE_BATCH, DEFAULT_BATCH, ScoreActor, fetch_decode
 from asd_core.results import strict_json
 from asd_core.runs import DEFAULT_LEASE_TTL_S, validate_run_id
 from asd_core.runstore import LeaseLost, RunStore, StoreError, write_table
@@ -96,13 +96,17 @@ def _run_pipeline(opts: ScoreOptions, items: list[dict], models: dict[str, dict]
     torch_threads = opts.torch_threads
     if torch_threads is None and not gpu:
         torch_threads = max(1, (os.cpu_count() or 1) // max(opts.actors, 1))
-    # Small input blocks (a few decode batches each) so decode runs as many tasks.
+    score_batch = opts.batch_size or (DEFAULT_BATCH if gpu else CPU_BATCH)
+    # Small input blocks (a few decode batches each) so decode runs as many tasks; a
+    # decode batch no larger than a scoring call, so every call's rows reach the driver
+    # (and the progress bar) as they are scored.
+    decode_batch = min(DECODE_BATCH, score_batch)
     table = results.to_table(items)
-    rows_per_block = max(DECODE_BATCH, math.ceil(len(items) / 2000))
+    rows_per_block = max(decode_batch, math.ceil(len(items) / 2000))
     ds = ray.data.from_arrow([table.slice(i, rows_per_block) for i in range(0, len(items), rows_per_block)])
     ds = ds.map_batches(
         fetch_decode,
-        batch_size=DECODE_BATCH,
+        batch_size=decode_batch,
         batch_format="pyarrow",
         fn_kwargs={"data_uri": opts.data_uri, "endpoint_url": opts.endpoint_url, "models": models,
                    "max_seconds": opts.max_clip_seconds},
@@ -110,7 +114,7 @@ def _run_pipeline(opts: ScoreOptions, items: list[dict], models: dict[str, dict]
     )
     ds = ds.map_batches(
         ScoreActor,
-        batch_size=opts.batch_size,
+        batch_size=score_batch,
         batch_format="pyarrow",
         compute=ray.data.ActorPoolStrategy(size=opts.actors),
         fn_constructor_kwargs={
@@ -174,7 +178,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cpus-per-actor", type=float, default=None, help="CPUs reserved per actor (default 0.5)")
     p.add_argument("--torch-threads", type=int, default=None, help="torch threads per CPU actor (default cores/actors)")
     p.add_argument("--actor-memory-gb", type=float, default=None, help="heap reserved per scoring actor (GiB)")
-    p.add_argument("--batch-size", type=int, default=DEFAULT_BATCH, help="clips per scoring call")
+    p.add_argument("--batch-size", type=int, default=None,
+                   help=f"clips per scoring call (default: {DEFAULT_BATCH} with GPUs, {CPU_BATCH} on CPUs)")
     p.add_argument("--ground-truth", nargs="+", default=None, metavar="CSV_URI",
                    help="official ground-truth CSVs or folders (ground_truth_data/, ground_truth_domain/)")
     p.add_argument("--max-error-rate", type=float, default=None,
@@ -242,7 +247,7 @@ def _main(argv: list[str] | None) -> int:
         return 2
     if not listed:  # a night with no recordings is a normal night: an empty run, exit 0
         print(f"asd score: no clips listed under {data.uri} for --only {' '.join(args.only)}: nothing to score")
-    session = contextlib.nullcontext() if no_models or not listed else ray_session(args.address, args.endpoint_url)
+    session = contextlib.nullcontext() if no_models or not listed else ray_session(args.address, args.endpoint_url, verbose=args.verbose)
     try:
         with session:
             summary = run_with_lease(opts, ray_pipeline(opts), listed)

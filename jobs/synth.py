@@ -54,7 +54,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from jobs.common import setup_logging
+
     args = build_parser().parse_args(argv)
+    setup_logging()
     sizes = dict(ARCHIVE_SIZES[args.size])
     for key in sizes:
         value = getattr(args, key)

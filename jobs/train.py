@@ -39,6 +39,7 @@ from asd_core.runstore import release_on_signals
 from asd_core.runtime import prepare_model
 from asd_core.storage import open_location, pyarrow_filesystem
 from asd_core.trainrun import (
+    TrainingProgress,
     TrainingRun,
     TrainOptions,
     format_record,
@@ -109,8 +110,10 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
             torch.distributed.all_reduce(t)
             loss = float(t.item()) / world
         metrics = record_epoch(state, epoch, loss, dt, share)
-        if rank == 0:
-            log.info("%s: epoch %d/%d loss %.5f (%.1f s, %.0f tiles/s per worker)", mt, epoch + 1, epochs, loss, dt, share / dt)
+        if rank == 0:  # the driver prints it (EpochBoard): one line, never merged by Ray's log deduplication
+            log.debug("%s: epoch %d/%d loss %.5f (%.1f s, %.0f tiles/s per worker)", mt, epoch + 1, epochs, loss, dt, share / dt)
+            if config.get("board") is not None:
+                config["board"].add.remote(mt, epoch + 1, loss, dt)
         if rank == 0 and (epoch + 1 == epochs or (every > 0 and (epoch + 1) % every == 0)):
             with tempfile.TemporaryDirectory() as d:
                 save_checkpoint(model, opt, state, d)
@@ -135,7 +138,7 @@ def _fit_type(rows: np.ndarray, spec: dict[str, Any]) -> tuple[torch.nn.Module, 
     from ray.train.torch import TorchTrainer
 
     gpus, cpus = spec["gpus_per_worker"], spec["cpus_per_worker"]
-    loop_config = {k: spec.get(k) for k in ("config", "machine_type", "models_loc", "fail_once")}
+    loop_config = {k: spec.get(k) for k in ("config", "machine_type", "models_loc", "fail_once", "board")}
     trainer = TorchTrainer(
         train_loop_per_worker,
         train_loop_config={**loop_config, "tiles_ref": ray.put(rows)},
@@ -165,6 +168,19 @@ def train_one_type(spec: dict[str, Any]) -> dict[str, Any]:
 
 
 # ---------------------------------------------------------------- driver
+class EpochBoard:
+    """Ray actor: the epochs each type's rank 0 finished, for the driver to show."""
+
+    def __init__(self) -> None:
+        self.events: list[tuple[str, int, float, float]] = []
+
+    def add(self, machine_type: str, epoch: int, loss: float, seconds: float) -> None:
+        self.events.append((machine_type, epoch, loss, seconds))
+
+    def since(self, n: int) -> list[tuple[str, int, float, float]]:
+        return self.events[n:]
+
+
 def train_all(opts: TrainOptions) -> dict[str, Any]:
     """Train every machine type concurrently (one Ray task + TorchTrainer each) on an
     initialised Ray; returns the run record (``status`` ``ok`` only when every type is)."""
@@ -181,23 +197,34 @@ def train_all(opts: TrainOptions) -> dict[str, Any]:
     if cpus is None:
         cpus = 1.0 if opts.gpus_per_worker > 0 else cpus_per_worker_to_fit(len(run.types) * opts.workers_per_model)
     remote = ray.remote(num_cpus=0, max_retries=0)(train_one_type)
-    pending = {remote.remote(spec): spec["machine_type"] for spec in run.start(cpus)}
+    board = ray.remote(num_cpus=0)(EpochBoard).remote()
+    pending = {remote.remote({**spec, "board": board}): spec["machine_type"] for spec in run.start(cpus)}
     log.info("run %s: training %d machine types (%s) with %d worker(s) each (%.2f CPU, %.2f GPU per worker)",
              run.run_id, len(pending), ", ".join(pending.values()), opts.workers_per_model, cpus, opts.gpus_per_worker)
-    try:
-        while pending:
-            ready, _ = ray.wait(list(pending), num_returns=1)
-            mt = pending.pop(ready[0])
-            try:
-                entry = ray.get(ready[0])
-            except Exception as e:  # noqa: BLE001 - the task itself died (e.g. its node)
-                entry = {"status": "failed", "error": f"{type(e).__name__}: {e}", "trial_name": mt}
-            run.type_done(mt, entry, n_left=len(pending))
-    except (KeyboardInterrupt, SystemExit):  # Ctrl-C, `ray job stop` (SIGTERM, see main)
-        for ref in pending:
-            ray.cancel(ref, force=True, recursive=True)
-        run.stopped(list(pending.values()))
-        raise
+    seen = 0
+    with TrainingProgress(list(pending.values()), get_kind(opts.config.model.kind).epochs(opts.config), log) as shown:
+        try:
+            while pending:
+                ready, _ = ray.wait(list(pending), num_returns=1, timeout=1.0)
+                events = ray.get(board.since.remote(seen))
+                seen += len(events)
+                for event in events:
+                    shown.epoch(*event)
+                for ref in ready:
+                    mt = pending.pop(ref)
+                    try:
+                        entry = ray.get(ref)
+                    except Exception as e:  # noqa: BLE001 - the task itself died (e.g. its node)
+                        entry = {"status": "failed", "error": f"{type(e).__name__}: {e}", "trial_name": mt}
+                    shown.type_finished(mt)
+                    run.type_done(mt, entry, n_left=len(pending), say=shown.note)
+        except (KeyboardInterrupt, SystemExit):  # Ctrl-C, `ray job stop` (SIGTERM, see main)
+            for ref in pending:
+                ray.cancel(ref, force=True, recursive=True)
+            run.stopped(list(pending.values()))
+            raise
+        for event in ray.get(board.since.remote(seen)):  # a last epoch that arrived after its type's end
+            shown.epoch(*event)
     return run.finish()
 
 
@@ -280,7 +307,7 @@ def _main(argv: list[str] | None) -> int:
         print(f"asd train: {e}")
         return 2
     try:
-        with ray_session(args.address, args.endpoint_url):
+        with ray_session(args.address, args.endpoint_url, verbose=args.verbose):
             names = {f.name for f in dataclasses.fields(TrainOptions)}
             opts = {k: v for k, v in vars(args).items() if k in names}
             record = train_all(TrainOptions(**{**opts, "config": config, "machines": machines, "clips": clips,

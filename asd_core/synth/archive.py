@@ -6,7 +6,7 @@ index), so an archive is reproducible clip by clip.
 
 from __future__ import annotations
 
-import sys
+import logging
 import time
 import zlib
 from collections.abc import Callable, Iterable
@@ -17,9 +17,12 @@ import numpy as np
 
 from asd_core.audio import encode_wav
 from asd_core.dcase import ClipName
+from asd_core.progress import Progress
 from asd_core.storage import ensure_bucket, open_location, write_bytes
 from asd_core.synth.conditions import draw_condition, synth_clip
 from asd_core.synth.machines import _RENDER, MACHINE_TYPES
+
+log = logging.getLogger("asd.synth")
 
 # Archive sizes per machine type, one meaning for `asd synth --size` and `asd demo --size`:
 # "full" is the DCASE 2023 development set's shape, "small" fits a CPU demo of the seven
@@ -118,11 +121,6 @@ def render_plan(plan: ClipPlan, seconds: float = 10.0, sample_rate: int = 16000)
     return x
 
 
-def _stderr_progress(done: int, total: int, rate: float) -> None:
-    end = "\n" if done == total else "\r"
-    print(f"synth: {done}/{total} clips, {rate:.1f} clips/s", end=end, file=sys.stderr, flush=True)
-
-
 def generate_archive(
     out_uri: str,
     machines: Iterable[str] | None = None,
@@ -140,7 +138,8 @@ def generate_archive(
     ``out_uri``: a local folder or ``s3://bucket/prefix`` (``endpoint_url`` for
     MinIO / moto). WAV, 16 kHz mono PCM_16, written clip by clip (memory does not
     grow with the number of clips). The same arguments give byte-identical files.
-    ``progress``: True prints count and clips/s to stderr, a callable gets
+    ``progress``: True shows a bar in a terminal and a log line every 30 s
+    otherwise (:class:`asd_core.progress.Progress`), a callable gets
     ``(done, total, clips_per_s)``, False is silent.
 
     Also writes ``<out_uri>/synth_manifest.csv`` (path, machine type, split,
@@ -151,7 +150,8 @@ def generate_archive(
     plans = plan_archive(machines, train_source, train_target, test, seconds, seed)
     loc = open_location(out_uri, endpoint_url)
     ensure_bucket(loc)
-    report = _stderr_progress if progress is True else (progress or None)
+    report = progress if callable(progress) else None
+    bar = Progress("synth", len(plans), "clips", log=log) if progress is True else None
     t0 = time.perf_counter()
     last = t0
     total_bytes = 0
@@ -167,11 +167,15 @@ def generate_archive(
             f"{rel},{plan.name.machine_type},{plan.name.split},{plan.name.domain},{plan.name.label},"
             f"{plan.anomaly or ''},{plan.severity:.4f},{plan.seed}"
         )
+        if bar is not None:
+            bar.update(1)
         now = time.perf_counter()
         if report and (now - last >= 2.0 or i == len(plans)):
             report(i, len(plans), i / max(now - t0, 1e-9))
             last = now
     write_bytes(loc, f"{loc.path}/synth_manifest.csv", ("\n".join(rows) + "\n").encode())
+    if bar is not None:
+        bar.close()
     elapsed = time.perf_counter() - t0
     return {
         "out_uri": loc.uri,
