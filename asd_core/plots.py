@@ -235,7 +235,13 @@ def night_figure(df: pd.DataFrame, machine_type: str, training: TrainingScores, 
     bins, use_log = _bins(np.concatenate([s, ref, [thr] if thr is not None else []]), log, n=40, span=10.0)
     n_train = f"{training.n_clips} " if training.n_clips else ""
     if src == "quantiles":
-        share = np.diff(np.interp(bins, q, np.linspace(0.0, 1.0, len(q)), left=0.0, right=1.0))
+        # the training scores' CDF at the bin edges: quantiles of few clips repeat a value
+        # (a point mass), so take each value's highest level, and every edge of the bins
+        # holds the whole range (the bins cover the quantiles)
+        xs, last = np.unique(q[::-1], return_index=True)
+        cdf = np.interp(bins, xs, (len(q) - 1 - last) / (len(q) - 1))
+        cdf[0], cdf[-1] = 0.0, 1.0
+        share = np.diff(cdf)
         ax.stairs(share, bins, fill=True, color="0.8", label=f"{n_train}training clips")
     elif src == "mean_std":
         ax.axvspan(training.mean - training.std, training.mean + training.std, color="0.85",
@@ -261,7 +267,8 @@ def night_figure(df: pd.DataFrame, machine_type: str, training: TrainingScores, 
 
         ax.set_xscale("log")
         ax.xaxis.set_minor_formatter(NullFormatter())  # labelled minor ticks overlap on a short log axis
-    ax.set_xlim(bins[0], bins[-1])
+    ax.set_xlim(*((bins[0] / 1.02, bins[-1] * 1.02) if use_log else
+                  (bins[0] - 0.01 * (bins[-1] - bins[0]), bins[-1] + 0.01 * (bins[-1] - bins[0]))))
     ax.yaxis.set_major_locator(MaxNLocator(nbins=5))
     ax.set(xlabel="anomaly score" + (" (log scale)" if use_log else ""), ylabel="share of clips per bin")
     ax.legend(fontsize=7, loc="upper right")
