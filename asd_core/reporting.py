@@ -384,15 +384,15 @@ def build_report(opts: ReportOptions) -> dict[str, Any]:
     if note:
         head = f"{note}\n{head}"
     n_anom = int((alerts["alert_kind"] != "sensor").sum()) if len(alerts) else 0
-    parts = [
-        head,
+    acts = [
         f"Alerts of the night ({n_anom} clip{'s' if n_anom != 1 else ''} over threshold, {len(alerts) - n_anom} "
         f"sensor alert{'s' if len(alerts) - n_anom != 1 else ''}; most severe first; ratio = score / threshold):\n"
         + format_alerts(alerts),
         f"Alerts per night (the last {trend['night'].nunique()} nights that scored clips; clips over threshold, "
         "+N s = sensor alerts):\n" + format_trend(trend),
-        "Metrics: " + metrics if not labelled else "Metrics:\n" + metrics,
     ]
+    # a labelled run is an evaluation: its metrics first; an unlabelled night is read for its alerts
+    parts = [head, metrics, *acts] if labelled else [head, *acts, "Metrics: " + metrics]
     text = "\n\n".join(parts) + "\n"
 
     outputs: dict[str, bytes] = {"table.txt": text.encode(),
