@@ -92,6 +92,20 @@ def _now() -> str:
     return datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
 
 
+TRAIN_SCORE_LEVELS = 101  # quantiles kept of the training clips' scores: 0, 1, ..., 100 %
+
+
+def score_quantiles(scores: Any) -> list[float]:
+    """The 0 %, 1 %, ..., 100 % quantiles of the training clips' scores (finite ones;
+    ``[]`` when none): what a report draws a night's scores against, in 101 numbers.
+    Kept in an artifact's ``summary`` (``train_score_quantiles``), outside its model id."""
+    import numpy as np
+
+    s = np.asarray(scores, dtype=float).ravel()
+    s = s[np.isfinite(s)]
+    return np.quantile(s, np.linspace(0.0, 1.0, TRAIN_SCORE_LEVELS)).tolist() if s.size else []
+
+
 def state_bytes(state: dict[str, torch.Tensor]) -> bytes:
     buf = io.BytesIO()
     torch.save({k: v.detach().cpu().contiguous() for k, v in state.items()}, buf)

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from .artifact import Artifact, load_artifact
+from .artifact import Artifact, load_artifact, score_quantiles
 from .audio import clip_level_db, decode, level_reference
 from .config import ASDConfig
 from .kinds import Fitted, get_kind
@@ -83,6 +83,7 @@ def train_type(
         "total_seconds": time.perf_counter() - t0,
         "train_score_mean": float(np.nanmean(scores)) if len(scores) else float("nan"),
         "train_score_std": float(np.nanstd(scores)) if len(scores) else float("nan"),
+        "train_score_quantiles": score_quantiles(scores),
     }
     return TrainedType(fitted, cfg, summary)
 

@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .artifact import list_artifacts, save_artifact
+from .artifact import list_artifacts, save_artifact, score_quantiles
 from .catalog import ListedClip, list_clips, machine_types
 from .config import ASDConfig
 from .dcase import AUDIO_SUFFIXES
@@ -440,6 +440,7 @@ def train_type_from_spec(spec: dict[str, Any], fit: Fit) -> dict[str, Any]:
             "total_seconds": time.perf_counter() - t0,
             "train_score_mean": float(np.mean(scores)),
             "train_score_std": float(np.std(scores)),
+            "train_score_quantiles": score_quantiles(scores),
         }
         model_id = save_artifact(spec["models_loc"], mt, fitted, cfg, summary)
         entry.update(

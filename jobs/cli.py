@@ -16,7 +16,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "score": ("jobs.score", "score an archive with Ray Data into Parquet, metrics and submission CSVs"),
     "manifest": ("jobs.manifest", "list an archive through a path template (--pattern) and write the manifest"),
     "scores": ("jobs.scores", "read a scoring output: each clip's latest row, or one run's rows, as CSV or Parquet"),
-    "report": ("jobs.report", "print the metrics table of a scoring output (model kinds side by side), plot ROC curves and score histograms (--local DIR: also an HTML page)"),
+    "report": ("jobs.report", "a night's alerts, its scores against training, alerts per night; metrics and ROC of labelled runs"),
     "models": ("jobs.models", "list every trained model version per machine type; choose the one scoring uses"),
     "sweep": ("jobs.sweep", "train and score machine types under many configurations on Ray Tune"),
     "submit": ("jobs.submit", "run an asd command as a Ray job on a cluster; exits with the command's own exit code"),

@@ -65,7 +65,8 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
     """Every option's help ends with its default; a description keeps its paragraphs."""
 
     def _fill_text(self, text: str, width: int, indent: str) -> str:
-        return "\n\n".join(super(HelpFormatter, self)._fill_text(p, width, indent) for p in text.split("\n\n"))
+        return "\n\n".join(p if p.startswith(" ") else super(HelpFormatter, self)._fill_text(p, width, indent)
+                           for p in text.split("\n\n"))  # an indented block (a list of files) stays as written
 
     def _get_help_string(self, action: argparse.Action) -> str:
         text = action.help or ""
@@ -84,16 +85,19 @@ def help_formatter() -> type[argparse.HelpFormatter]:
 
 def describe(doc: str | None, paragraphs: int = 1) -> str:
     """A module docstring as ``--help`` text: its first ``paragraphs`` prose paragraphs
-    (literal blocks such as usage lines are left out: argparse prints the usage), with
+    (literal blocks such as usage lines are left out: argparse prints the usage; a block
+    that a kept paragraph announces with ``::``, such as a list of files, stays), with
     RST markup removed (````x```` -> ``x``, ``:func:`x``` -> ``x``, ``text::`` -> ``text:``)."""
-    out = []
+    out: list[str] = []
     for para in re.split(r"\n\s*\n", (doc or "").strip()):
         if para.startswith((" ", "\t")) or para.strip() == "::":
+            if out and out[-1].endswith(":") and para.strip() != "::" and len(out) <= paragraphs:
+                out[-1] += "\n\n" + para.rstrip()  # the block a kept paragraph announces ("Writes::")
             continue
-        para = re.sub(r":[a-z]+:`~?([^`]+)`", r"\1", para).replace("``", "")
-        out.append(re.sub(r"::$", ":", para.rstrip()))
         if len(out) == paragraphs:
             break
+        para = re.sub(r":[a-z]+:`~?([^`]+)`", r"\1", para).replace("``", "")
+        out.append(re.sub(r"::$", ":", para.rstrip()))
     return "\n\n".join(out)
 
 

@@ -71,3 +71,54 @@ def test_histograms_one_panel_per_kind_and_domain_with_outlines_and_threshold_in
 def test_histogram_of_a_single_score_value(log):
     one = [{**_rows()[0], "path": "x", "machine_type": "pump", "anomaly_score": 2.0, "threshold": 2.0}]
     assert plots.plot_histogram(_frame(one), "pump", "r", log)[:4] == b"\x89PNG"
+
+
+def test_night_panel_draws_a_unet_models_training_scores_under_the_nights():
+    """A tiny U-Net trained here keeps its training scores' quantiles; the panel draws
+    them as a filled area (shares summing to 1), the night's real scores as an outline
+    and ticks, and the threshold with how many clips are above it."""
+    import numpy as np
+
+    from asd_core.config import preset
+    from asd_core.detector import Scorer, train_type
+    from tests.signals import add_clicks, harmonic_tone
+
+    rng = np.random.default_rng(5)
+    trained = train_type([harmonic_tone(rng, 2.0) for _ in range(4)], preset("tiny").override({"epochs": 1}))
+    q = trained.summary["train_score_quantiles"]
+    assert len(q) == 101 and q == sorted(q)
+    scorer = Scorer({"fan": trained.artifact("fan", "unet-x")})
+    wavs = [harmonic_tone(rng, 2.0) for _ in range(3)] + [add_clicks(rng, harmonic_tone(rng, 2.0), rate_hz=20.0)]
+    scores = [scorer.score_wav("fan", w) for w in wavs]
+    rows = [{**_rows()[0], "path": f"n{i}", "machine_type": "fan", "label": None, "anomaly_score": c.score,
+             "threshold": c.threshold, "decision": c.decision, "model_id": c.model_id} for i, c in enumerate(scores)]
+    ref = plots.TrainingScores(trained.threshold, tuple(q), trained.summary["train_score_mean"],
+                               trained.summary["train_score_std"], 4, "unet-x", "unet")
+    assert ref.source == "quantiles"
+    fig = plots.night_figure(_frame(rows)[lambda d: d["path"].str.startswith("n")], "fan", ref, "night-3")
+    [ax] = fig.axes
+    filled = [p for p in ax.patches if p.get_fill()]
+    assert len(filled) == 1 and abs(filled[0].get_data().values.sum() - 1.0) < 1e-6
+    n_over = sum(c.score > trained.threshold for c in scores)
+    labels = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert labels[0] == "4 training clips" and "this night (4 clips)" in labels
+    assert any(lab.startswith("threshold") and f": {n_over} clip" in lab for lab in labels)
+    assert "101 quantiles" in _texts(fig) and "night-3" in _texts(fig)
+    assert plots.plot_night(_frame(rows), "fan", ref)[:4] == b"\x89PNG"
+
+
+def test_trend_draws_one_line_per_type_and_the_sensor_alerts():
+    import pandas as pd
+
+    trend = pd.DataFrame([
+        {"night": "2026-11-24", "machine_type": "press", "anomaly_alerts": 2, "sensor_alerts": 0},
+        {"night": "2026-11-24", "machine_type": "pump", "anomaly_alerts": 0, "sensor_alerts": 1},
+        {"night": "2026-11-25", "machine_type": "press", "anomaly_alerts": 5, "sensor_alerts": 0},
+        {"night": "2026-11-25", "machine_type": "pump", "anomaly_alerts": 1, "sensor_alerts": 0},
+    ])
+    [ax] = plots.trend_figure(trend).axes
+    lines = {ln.get_label(): list(ln.get_ydata()) for ln in ax.lines}
+    assert lines == {"press": [2, 5], "pump": [0, 1], "sensor alerts (all types)": [1, 0]}
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["2026-11-24", "2026-11-25"]
+    [empty] = plots.trend_figure(trend.iloc[:0]).axes
+    assert "no night scored clips" in _texts(empty.figure)
