@@ -171,7 +171,8 @@ def list_pattern(
     """Every file under ``loc`` matched against ``pattern``, sorted by path.
 
     A file the template does not match is listed with reason ``bad_name`` (its machine
-    type unknown). ``split`` keeps only clips whose ``{split}`` is that split (all
+    type unknown), or ``not_audio`` when its name is not an audio file's (a
+    ``notes.txt`` in a night's folder: a row, never an error of the night). ``split`` keeps only clips whose ``{split}`` is that split (all
     clips when the template has none); ``machines`` filters machine types. ``only``
     fixes placeholders (``{"date": "2026-11-24"}``): only the folders those values
     name are listed, so a nightly run over one date does not list the whole archive;
@@ -209,9 +210,14 @@ def list_pattern(
         rel = name[len(root) + 1 :] if name.startswith(root + "/") else name
         values = pat.match(rel)
         if values is None:
-            if not machines:
+            if machines:
+                continue
+            if is_audio_name(rel):
                 out.append(ListedClip(name, size, None, f"{rel!r} does not match --pattern {pat.template!r}",
                                       fingerprint=fp, reason="bad_name"))
+            else:  # notes.txt, a .csv next to the recordings: listed, never an error
+                out.append(ListedClip(name, size, None, f"{rel!r}: not audio; not scored", fingerprint=fp,
+                                      reason="not_audio"))
             continue
         c = clip_from_fields(name, size, fp, {**values, **only}, "pattern")
         if machines and c.machine_type not in machines:

@@ -82,6 +82,8 @@ ERROR_REASONS = {
     "no_model": "no model artifact for the clip's machine type",
     "bad_model": "the type's model artifact cannot be loaded or used (the error names its path)",
     "unsupported_format": "not an audio file soundfile decodes (.wav, .flac, .ogg)",
+    "not_audio": "a file that is not audio (notes.txt, a .csv) the --pattern does not match: listed, not scored, "
+                 "not counted as an error",
     "read_failed": "the object could not be read from storage",
     "empty": "0 bytes or no samples",
     "unreadable": "not audio, truncated or an unknown format",
@@ -102,6 +104,8 @@ SENSOR_REASONS = frozenset({"silent", "unreadable", "low_level"})
 # reason is a property of the bytes (or of the missing model, which is part of the
 # incremental key), so the same clip fails the same way again.
 TRANSIENT_REASONS = frozenset({"read_failed", "decode_failed", "score_failed", "bad_model", "not_found"})
+# Rows that only record a file was seen: not errors of the night (rates, counts).
+NOT_CLIP_REASONS = frozenset({"not_audio"})
 
 
 def empty_scores() -> pa.Table:
@@ -122,6 +126,21 @@ def conform(table: pa.Table) -> pa.Table:
         else:
             cols.append(pa.nulls(table.num_rows, f.type))
     return pa.Table.from_arrays(cols, schema=SCORE_SCHEMA)
+
+
+def nullable_int_schema(schema: pa.Schema) -> pa.Schema:
+    """``schema`` with the pandas metadata that makes its integer columns pandas'
+    nullable integers (``Int64``...): a plain ``pandas.read_parquet`` of a file written
+    with it gives ``decision`` and ``n_tiles`` as integers with ``<NA>`` on error rows,
+    not floats with NaN. Other readers ignore the metadata."""
+
+    dtypes = {f.name: f"{'U' if pa.types.is_unsigned_integer(f.type) else ''}Int{f.type.bit_width}"
+              for f in schema if pa.types.is_integer(f.type)}
+    if not dtypes:
+        return schema
+    empty = schema.empty_table().to_pandas().astype(dtypes)
+    meta = pa.Schema.from_pandas(empty, preserve_index=False).metadata[b"pandas"]
+    return schema.with_metadata({**(schema.metadata or {}), b"pandas": meta})
 
 
 def is_final(status: str, error_reason: str | None) -> bool:
@@ -372,9 +391,12 @@ def format_table(sections: Sequence[SectionMetrics], official: float | None = No
             vals = [getattr(m, c) for m in sections if np.isfinite(getattr(m, c))]
             hm.append(official_score_values(vals))
         body.append(["harmonic mean", ""] + [_pct(v) for v in hm] + [""] * 7 + [str(sum(m.n_clips for m in sections))])
-    out = [_grid(head, body)]
+    kinds = sorted({m.model_kind or DEFAULT_KIND for m in sections})
+    label = f" of {', '.join(kinds)}" if kinds else ""
+    out = [f"Model kind: {', '.join(kinds)}"] if len(kinds) == 1 else []
+    out.append(_grid(head, body))
     out.append("")
-    out.append(f"Official score (harmonic mean of AUC(source), AUC(target), pAUC): {_pct(off)}")
+    out.append(f"Official score{label} (harmonic mean of AUC(source), AUC(target), pAUC): {_pct(off)}")
     return "\n".join(out)
 
 

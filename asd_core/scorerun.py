@@ -139,6 +139,9 @@ def score_run(
     for reason, n in sorted(unlisted.items()):
         example = next(i["error"] for i in items if i.get("error_reason") == reason)
         log.warning("run %s: %d file(s) cannot be scored (%s), e.g. %s", run_id, n, reason, example)
+    not_audio = [i["path"] for i in items if i.get("error_reason") in results.NOT_CLIP_REASONS]
+    if not_audio:
+        log.info("run %s: %d file(s) not audio, listed and not scored, e.g. %s", run_id, len(not_audio), not_audio[0])
 
     carried: list[dict] = []
     if opts.incremental:  # the index's rows that settle a clip (same path, size, fingerprint, model)
@@ -183,8 +186,8 @@ def score_run(
     store.finish(record, summary)  # the commit: every table, the submission, the run record
     log.info(
         "run %s published: %d rows (%d ok, %d errors%s), %d skipped, %s, official score %s, %.1f s",
-        run_id, new.num_rows, record["n_ok"], record["n_error"],
-        f": {record['errors_by_reason']}" if record["n_error"] else "", len(carried), summary["alerts"],
+        run_id, new.num_rows, summary["n_ok"], summary["n_error"],
+        f": {summary['errors_by_reason']}" if summary["n_error"] else "", len(carried), summary["alerts"],
         f"{summary['official_score']:.4f}" if summary["labelled"] else "- (no labelled clips)", summary["seconds"],
     )
     return summary
@@ -217,8 +220,10 @@ def _publish_outputs(
         "n_skipped": len(carried),
         "n_scored": new.num_rows,
         "n_ok": record["n_ok"],
-        "n_error": record["n_error"],
-        "errors_by_reason": record["errors_by_reason"],
+        # rows that only say a file is not audio are not errors of the night
+        "n_error": record["n_error"] - sum(record["errors_by_reason"].get(r, 0) for r in results.NOT_CLIP_REASONS),
+        "errors_by_reason": {r: n for r, n in record["errors_by_reason"].items() if r not in results.NOT_CLIP_REASONS},
+        "n_not_audio": sum(record["errors_by_reason"].get(r, 0) for r in results.NOT_CLIP_REASONS),
         "n_evaluated": n_evaluated,
         "n_training_clips": n_trained,  # scored, but never evaluated: the model trained on them
         "labelled": n_evaluated > 0,
@@ -240,14 +245,14 @@ def _publish_outputs(
 def exit_status(summary: dict[str, Any], opts: ScoreOptions) -> tuple[int, str]:
     """``(1, why)`` when a published run must fail the night (every clip failed to read,
     an error rate over its limit), else ``(0, "")``."""
-    n, reasons = summary["n_scored"], summary["errors_by_reason"]
+    n, reasons = summary["n_scored"] - summary.get("n_not_audio", 0), summary["errors_by_reason"]  # clips only
     read_failed = reasons.get("read_failed", 0)
     if n and read_failed == n:
         return 1, f"every clip ({n}) failed to read from {opts.data_uri}: storage unreachable?"
     if n and read_failed / n > opts.max_read_failure_rate:
         return 1, (f"read failure rate {read_failed / n:.3f} exceeds --max-read-failure-rate "
                    f"{opts.max_read_failure_rate}")
-    if opts.max_error_rate is not None and n:
+    if opts.max_error_rate is not None and n > 0:
         rate = summary["n_error"] / n
         if rate > opts.max_error_rate:
             return 1, f"error rate {rate:.3f} exceeds --max-error-rate {opts.max_error_rate}"
@@ -266,6 +271,7 @@ def format_summary(summary: dict[str, Any]) -> str:
         f"run {summary['run_id']}: {summary['n_listed']} clips listed, {summary['n_skipped']} skipped, "
         f"{summary['n_scored']} scored ({summary['n_ok']} ok, {summary['n_error']} errors"
         + (f": {summary['errors_by_reason']}" if summary["n_error"] else "")
+        + (f", {summary['n_not_audio']} not audio, not scored" if summary.get("n_not_audio") else "")
         + f"); {metrics}; {summary['clips_per_second']:.2f} clips/s; scores at {summary['scores_uri']}"
     )
     if "alerts" in summary:

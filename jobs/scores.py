@@ -94,6 +94,7 @@ def _read(args: argparse.Namespace, out) -> int:
     import pyarrow.csv as pacsv
     import pyarrow.parquet as pq
 
+    from asd_core.results import nullable_int_schema
     from asd_core.runstore import LATEST, SCORES, RunStore
 
     store = RunStore(out)
@@ -107,7 +108,8 @@ def _read(args: argparse.Namespace, out) -> int:
     sink = open(args.out, "wb") if args.out else sys.stdout.buffer  # noqa: SIM115 - closed below
     n = 0
     try:
-        writer = pq.ParquetWriter(sink, schema) if args.format == "parquet" else pacsv.CSVWriter(sink, schema)
+        writer = (pq.ParquetWriter(sink, nullable_int_schema(schema)) if args.format == "parquet"
+                  else pacsv.CSVWriter(sink, schema))
         with writer:
             for b in batches:
                 writer.write_batch(b)

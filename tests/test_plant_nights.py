@@ -94,6 +94,27 @@ def test_an_empty_night_is_a_normal_night(tmp_path, knn_models, capsys):
                            "{date}/{machine_type}/{name}.wav", "--only", "date=2026-11-27"]) == 2
 
 
+def test_a_note_in_a_nights_folder_is_listed_not_an_error(tmp_path, knn_models, capsys):
+    data = open_location(str(tmp_path / "data"))
+    write_bytes(data, f"{data.path}/2026-11-27/notes.txt", b"mic 3 moved on Tuesday")
+    write_bytes(data, f"{data.path}/2026-11-27/rec_9.wav", encode_wav(_wav(1), SR))  # audio the template misses
+    pattern = "{date}/{machine_type}/{name}.wav"
+    listed = {c.path.rsplit("/", 1)[-1]: c.reason for c in list_pattern(data, pattern)}
+    assert listed == {"notes.txt": "not_audio", "rec_9.wav": "bad_name"}
+    data_only_note = open_location(str(tmp_path / "night"))
+    write_bytes(data_only_note, f"{data_only_note.path}/2026-11-27/notes.txt", b"holiday")
+    out = tmp_path / "out"
+    rc = score_job.main([data_only_note.uri, knn_models.uri, str(out), "--pattern", pattern, "--run-id", "n1",
+                         "--max-error-rate", "0", "--json"])
+    summary = _strict(capsys.readouterr().out.splitlines()[-1])
+    assert rc == 0 and summary["n_error"] == 0 and summary["n_not_audio"] == 1, summary
+    from asd_core.runstore import RunStore
+
+    rows = RunStore(open_location(str(out))).read_run(RunStore(open_location(str(out))).record("n1")).to_pylist()
+    assert [(r["path"].rsplit("/", 1)[-1], r["error_reason"]) for r in rows] == [("notes.txt", "not_audio")]
+    assert "1 not audio, not scored" in score_job.format_summary({**summary, "n_listed": 1})
+
+
 def test_start_up_check_does_not_warn_about_its_own_mask(tmp_path, caplog):
     from asd_core.pipeline import ScoreActor
 

@@ -161,9 +161,11 @@ def test_table_and_plots():
     df = results.to_table(_rows()).to_pandas()
     sections, off = results.compute_metrics(df)
     text = results.format_table(sections, off)
-    head = text.split("\n")[0]
+    label, head = text.split("\n")[:2]
+    assert label == "Model kind: unet"  # every table says whose it is
     assert head.split("|")[0].strip() == "Machine" and "AUC(source)" in head and "pAUC" in head
-    assert f"{100 * off:.2f}" in text and "ToyDrone" in text
+    assert f"Official score of unet (harmonic mean of AUC(source), AUC(target), pAUC): {100 * off:.2f}" in text
+    assert "ToyDrone" in text
     for fn in (plots.plot_roc, plots.plot_histogram):
         png = fn(df, "fan")
         assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 5000

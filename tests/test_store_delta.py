@@ -213,6 +213,10 @@ def test_asd_scores_run_rows_as_parquet_and_refusals(local, tmp_path, capsys):
     assert main([out, "--run-id", "night1", "--format", "parquet", "--out", str(target)]) == 0
     t = pq.read_table(target)
     assert t.num_rows == 8 and {"run_date", "date", "unit"} <= set(t.column_names)
+    import pandas as pd
+
+    df = pd.read_parquet(target)  # plain pandas: integer columns stay integers (nullable), error rows or not
+    assert str(df["decision"].dtype).startswith("Int") and str(df["n_tiles"].dtype).startswith("Int"), df.dtypes
     assert main([out, "--run-id", "nope"]) == 2
     assert "not published" in capsys.readouterr().err
     with pytest.raises(ValueError, match="already published"):

@@ -223,7 +223,7 @@ def alert_summary(alerts: pa.Table) -> str:
 # ---------------------------------------------------------------- plain files
 def write_table(loc: Location, path: str, table: pa.Table) -> None:
     buf = pa.BufferOutputStream()
-    pq.write_table(table, buf)
+    pq.write_table(table.replace_schema_metadata(results.nullable_int_schema(table.schema).metadata), buf)
     write_bytes(loc, path, buf.getvalue().to_pybytes())
 
 
@@ -251,7 +251,8 @@ def to_bytes(table: pa.Table, fmt: str) -> bytes:
     """``table`` as Parquet or CSV bytes."""
     buf = io.BytesIO()
     if fmt == "parquet":
-        pq.write_table(plain(table), buf)
+        table = plain(table)
+        pq.write_table(table.replace_schema_metadata(results.nullable_int_schema(table.schema).metadata), buf)
     elif fmt == "csv":
         import pyarrow.csv as pacsv
 
