@@ -167,3 +167,18 @@ def test_a_tree_without_split_holds_normals_out_and_never_evaluates_training_cli
     kept, n_trained = results.drop_training_clips(scored, {"fan": HoldOut.from_dict(rule)}, data.path)
     assert n_trained == len(paths)  # trained on: never evaluated
     assert set(results.evaluable(kept)["path"]) == held | {i["path"] for i in items if "abnormal" in i["path"]}
+
+
+def test_readers_say_one_line_when_storage_is_unreachable(monkeypatch, capsys):
+    from jobs import report as report_job
+    from jobs import scores as scores_job
+
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "x")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "y")
+    monkeypatch.setenv("AWS_MAX_ATTEMPTS", "1")
+    dead = ["s3://plant/out", "--endpoint-url", "http://127.0.0.1:9"]  # nothing listens on port 9
+    for job in (scores_job, report_job):
+        capsys.readouterr()
+        assert job.main(dead) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and "cannot be read: EndpointConnectionError" in err[0], err
