@@ -69,7 +69,7 @@ def test_list_pattern_mimii_tree_labels_and_unmatched_files(tmp_path):
     assert listed["fan/id_00/abnormal/00000003.WAV"].label == "anomaly"  # MIMII's "abnormal"
     assert listed["fan/id_00/abnormal/00000003.WAV"].section == "id_00"
     assert listed["fan/id_00/normal/00000012.wav"].attributes == {"name": "00000012"}
-    assert listed["fan/notes.txt"].reason == "bad_name" and "does not match" in listed["fan/notes.txt"].error
+    assert listed["fan/notes.txt"].reason == "not_audio" and "not audio" in listed["fan/notes.txt"].error
     assert listed["fan/id_00/broken/00000004.wav"].reason == "bad_name"  # label 'broken'
     assert "label 'broken'" in listed["fan/id_00/broken/00000004.wav"].error
     assert listed["fan/id_02/normal/00000001.ogg"].reason == "bad_name"
