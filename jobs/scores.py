@@ -101,6 +101,9 @@ def _read(args: argparse.Namespace, out) -> int:
     from asd_core.runstore import LATEST, SCORES, RunStore
 
     store = RunStore(out)
+    if not store.runs():  # a mistyped OUT_URI, or nothing scored yet: not an empty table
+        print(f"asd scores: no published scoring run under {store.out.uri}", file=sys.stderr)
+        return 2
     if args.run_id is not None and store.record(args.run_id) is None:
         print(f"asd scores: run {args.run_id!r} is not published under {store.out.uri}", file=sys.stderr)
         return 2

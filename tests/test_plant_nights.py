@@ -182,3 +182,11 @@ def test_readers_say_one_line_when_storage_is_unreachable(monkeypatch, capsys):
         assert job.main(dead) == 2
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and "cannot be read: EndpointConnectionError" in err[0], err
+
+
+def test_scores_of_an_output_without_runs_is_an_error_not_an_empty_table(tmp_path, capsys):
+    from jobs import scores as scores_job
+
+    assert scores_job.main([str(tmp_path / "nope"), "--latest", "--format", "csv"]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == "" and "no published scoring run under" in captured.err
