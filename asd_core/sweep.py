@@ -41,6 +41,20 @@ STUDIES: dict[str, list[dict[str, list[str]]]] = {
         {"freq_scale": ["mel", "linear"]},
         {"loss_mode": ["full", "masked"]},
     ],
+    # The same factors at a size a CPU trains (README, "Section 6 at CPU size"): run
+    # with --preset tiny plus the base's size (--set epochs=4 --set max_train_tiles=500
+    # --set n_masks=4); each factor's other values around that base, the base itself
+    # once (the empty configuration), so no configuration is trained twice.
+    "report-section6-cpu": [
+        {},
+        {"lr": ["5e-4", "8e-3"]},
+        {"batch_size": ["32", "128"]},
+        {"epochs": ["2", "8"]},
+        {"n_masked": ["24", "60"]},
+        {"patch": ["4", "16"], "n_masked": ["auto"]},
+        {"freq_scale": ["linear"]},
+        {"loss_mode": ["full"]},
+    ],
 }
 
 
@@ -76,6 +90,14 @@ def study_configs(name: str) -> list[dict[str, str]]:
             if cfg not in out:
                 out.append(cfg)
     return out
+
+
+def data_uri_for(data_uri: str, seed: int) -> str:
+    """A ``DATA_URI`` with ``{seed}`` in it names one archive per seed (``asd synth
+    --seed N`` archives), so a trial of seed N reads archive N and the spread over
+    seeds covers the clips as well as the training; without it every seed reads the
+    same archive."""
+    return data_uri.replace("{seed}", str(seed))
 
 
 def _resolve(overrides: dict[str, str]) -> dict[str, str]:

@@ -1,0 +1,105 @@
+"""Tables of the README's width study and CPU-sized Section 6 from ``asd sweep``
+results (``trials.parquet`` files or the jsonl rows under ``docs/``).
+
+    python -m bench.study_sweep_summary OUT/sweeps/width8/trials.parquet ... [--rows docs/x.jsonl]
+
+Per configuration: AUC(source), AUC(target), pAUC (mean over types, then mean ± std
+over seeds), the official score (hmean of every type's three values per seed, mean ±
+std over seeds), mean train and score seconds per trial; then per type the hmean of
+AUC(source), AUC(target), pAUC, mean ± std over seeds. ``--rows`` writes every trial
+as one JSON line (the sweep id in ``sweep``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+
+def hmean(vals) -> float:
+    v = [float(x) for x in vals if np.isfinite(x) and x > 0]
+    return len(v) / sum(1 / x for x in v) if v else math.nan
+
+
+def load(paths: list[str]) -> pd.DataFrame:
+    frames = []
+    for p in paths:
+        if p.endswith(".jsonl"):
+            frames.append(pd.DataFrame([json.loads(line) for line in Path(p).read_text().splitlines() if line]))
+        else:
+            df = pd.read_parquet(p)
+            df["sweep"] = Path(p).parent.name
+            frames.append(df)
+    df = pd.concat(frames, ignore_index=True)
+    # the settings every trial shares (the base size) are said once, not in every label
+    parts = [set(str(c).split(",")) for c in df["configuration"]]
+    common = set.intersection(*parts) if parts else set()
+    df["label"] = [
+        f"{sw}: {','.join(p for p in str(c).split(',') if p not in common) or '(base)'}"
+        for sw, c in zip(df["sweep"], df["configuration"], strict=True)
+    ]
+    df.attrs["common"] = ",".join(sorted(common))
+    return df
+
+
+def ms(vals) -> str:
+    vals = [v for v in vals if np.isfinite(v)]
+    if not vals:
+        return "-"
+    return f"{np.mean(vals):.3f} ± {np.std(vals):.3f}" if len(vals) > 1 else f"{vals[0]:.3f}"
+
+
+def tables(df: pd.DataFrame) -> str:
+    ok = df[df["error"].fillna("") == ""]
+    types = sorted(ok["machine_type"].unique())
+    lines = ["| configuration | trials (failed) | AUC(source) | AUC(target) | pAUC | official | "
+             "train s / trial | score s / trial |", "|---|---|---|---|---|---|---|---|"]
+    per_type = [f"| configuration | {' | '.join(types)} |", "|---|" + "---|" * len(types)]
+    for label, g in df.groupby("label", sort=False):
+        good = ok[ok["label"] == label]
+        seeds = sorted(good["seed"].unique())
+        by_seed = [good[good["seed"] == s] for s in seeds]
+        cols = [ms([s[c].mean() for s in by_seed]) for c in ("auc_source", "auc_target", "pauc")]
+        off = ms([hmean(s[["auc_source", "auc_target", "pauc"]].to_numpy().ravel()) for s in by_seed])
+        failed = int((g["error"].fillna("") != "").sum())
+        lines.append(f"| {label} | {len(g)} ({failed}) | {' | '.join(cols)} | {off} | "
+                     f"{good['train_seconds'].mean():.0f} | {good['score_seconds'].mean():.0f} |")
+        cells = []
+        for t in types:
+            gt = good[good["machine_type"] == t]
+            cells.append(ms([hmean(r[["auc_source", "auc_target", "pauc"]].to_numpy()) for _, r in gt.iterrows()]))
+        per_type.append(f"| {label} | {' | '.join(cells)} |")
+    detail = ["| configuration | type | AUC(source) | AUC(target) | pAUC |", "|---|---|---|---|---|"]
+    for label, _ in df.groupby("label", sort=False):
+        good = ok[ok["label"] == label]
+        for t in types:
+            gt = good[good["machine_type"] == t]
+            detail.append(f"| {label} | {t} | " + " | ".join(ms(gt[c]) for c in ("auc_source", "auc_target", "pauc"))
+                          + " |")
+    return "\n".join(lines) + "\n\nhmean per type:\n\n" + "\n".join(per_type) + "\n\n" + "\n".join(detail)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m bench.study_sweep_summary")
+    p.add_argument("inputs", nargs="+", help="trials.parquet files (sweep id = folder name) or jsonl rows")
+    p.add_argument("--rows", default=None, help="write every trial as one JSON line here")
+    args = p.parse_args(argv)
+    df = load(args.inputs)
+    if args.rows:
+        keep = [c for c in df.columns if c != "label"]
+        with open(args.rows, "w") as f:
+            for rec in df[keep].to_dict("records"):
+                f.write(json.dumps({k: (None if isinstance(v, float) and not math.isfinite(v) else v)
+                                    for k, v in rec.items()}, default=str) + "\n")
+    print(f"shared by every trial: {df.attrs['common']}\n")
+    print(tables(df))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
