@@ -133,7 +133,9 @@ def run_trial(
     Trains on the type's ``train`` clips (at most ``max_train_clips``, 0 = all, a
     seeded draw that keeps every target clip), scores its labelled ``test`` clips.
     Returns the spec's fields, AUC(source), AUC(target), pAUC, the official score
-    (their harmonic mean), train and score seconds, and ``error`` ("" when it ran).
+    (their harmonic mean), train seconds (all of training: features, epochs, the
+    scoring bank), epoch seconds (the epochs alone), the training tiles, score
+    seconds, and ``error`` ("" when it ran).
     """
     row: dict[str, Any] = {
         "config_id": spec["config_id"],
@@ -141,7 +143,8 @@ def run_trial(
         "machine_type": spec["machine_type"],
         "seed": spec["seed"],
         "auc_source": math.nan, "auc_target": math.nan, "pauc": math.nan, "official_score": math.nan,
-        "train_seconds": math.nan, "score_seconds": math.nan, "n_train": 0, "n_test": 0, "error": "",
+        "train_seconds": math.nan, "epoch_seconds": math.nan, "score_seconds": math.nan, "n_train": 0,
+        "n_tiles": 0, "n_test": 0, "error": "",
     }
     try:
         overrides = {**_resolve(spec["overrides"]), "seed": str(spec["seed"])}
@@ -161,6 +164,8 @@ def run_trial(
         t0 = time.perf_counter()
         tt = train_type(wavs, cfg, domains=[c.clip.domain for c in train])
         row["train_seconds"] = time.perf_counter() - t0
+        row["epoch_seconds"] = float(tt.summary["train_seconds"])  # the epochs alone (no features, bank)
+        row["n_tiles"] = int(tt.summary["n_train_rows"])
         t0 = time.perf_counter()
         scorer = Scorer({mt: tt.artifact(mt)})
         scores = [scorer.score_wav(mt, decode(b, fc.sample_rate, fc.min_seconds)).score

@@ -96,10 +96,11 @@ def run_sweep(
                          "error": f"{type(res.error).__name__}: {res.error}" if res.error else "trial reported nothing"})
             continue
         keep = ("config_id", "configuration", "machine_type", "seed", "auc_source", "auc_target", "pauc",
-                "official_score", "train_seconds", "score_seconds", "n_train", "n_test", "error")
+                "official_score", "train_seconds", "epoch_seconds", "score_seconds", "n_train", "n_tiles", "n_test",
+                "error")
         rows.append({k: res.metrics.get(k) for k in keep})
     trials = pd.DataFrame(rows).sort_values(["config_id", "machine_type", "seed"]).reset_index(drop=True)
-    for c in ("auc_source", "auc_target", "pauc", "official_score", "train_seconds", "score_seconds"):
+    for c in ("auc_source", "auc_target", "pauc", "official_score", "train_seconds", "epoch_seconds", "score_seconds"):
         trials[c] = pd.to_numeric(trials.get(c), errors="coerce")
     summary = summarise(trials.to_dict("records"))
     out = open_location(out_uri, endpoint_url)
