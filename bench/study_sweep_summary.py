@@ -54,11 +54,16 @@ def ms(vals) -> str:
     return f"{np.mean(vals):.3f} ± {np.std(vals):.3f}" if len(vals) > 1 else f"{vals[0]:.3f}"
 
 
+def epoch_s(g: pd.DataFrame) -> str:
+    v = g["epoch_seconds"].dropna() if "epoch_seconds" in g else pd.Series([], dtype=float)
+    return f"{v.mean():.0f}" if len(v) else "-"
+
+
 def tables(df: pd.DataFrame) -> str:
     ok = df[df["error"].fillna("") == ""]
     types = sorted(ok["machine_type"].unique())
     lines = ["| configuration | trials (failed) | AUC(source) | AUC(target) | pAUC | official | "
-             "train s / trial | score s / trial |", "|---|---|---|---|---|---|---|---|"]
+             "train s / trial (epochs alone) | score s / trial |", "|---|---|---|---|---|---|---|---|"]
     per_type = [f"| configuration | {' | '.join(types)} |", "|---|" + "---|" * len(types)]
     for label, g in df.groupby("label", sort=False):
         good = ok[ok["label"] == label]
@@ -68,7 +73,7 @@ def tables(df: pd.DataFrame) -> str:
         off = ms([hmean(s[["auc_source", "auc_target", "pauc"]].to_numpy().ravel()) for s in by_seed])
         failed = int((g["error"].fillna("") != "").sum())
         lines.append(f"| {label} | {len(g)} ({failed}) | {' | '.join(cols)} | {off} | "
-                     f"{good['train_seconds'].mean():.0f} | {good['score_seconds'].mean():.0f} |")
+                     f"{good['train_seconds'].mean():.0f} ({epoch_s(good)}) | {good['score_seconds'].mean():.0f} |")
         cells = []
         for t in types:
             gt = good[good["machine_type"] == t]
@@ -84,10 +89,61 @@ def tables(df: pd.DataFrame) -> str:
     return "\n".join(lines) + "\n\nhmean per type:\n\n" + "\n".join(per_type) + "\n\n" + "\n".join(detail)
 
 
+def factor_table(df: pd.DataFrame, preset_name: str, base: str) -> str:
+    """One factor at a time (a study such as ``report-section6-cpu``): per factor its
+    values, the base's row repeated under every factor with its base value marked."""
+    from asd_core.config import _resolve_key, parse_overrides, preset
+
+    cfg = preset(preset_name, parse_overrides([x for x in base.split(",") if x]))
+    ok = df[df["error"].fillna("") == ""]
+    types = sorted(ok["machine_type"].unique())
+
+    def row(label_rows: pd.DataFrame) -> str:
+        seeds = sorted(label_rows["seed"].unique())
+        by_seed = [label_rows[label_rows["seed"] == s] for s in seeds]
+        cols = [ms([s[c].mean() for s in by_seed]) for c in ("auc_source", "auc_target", "pauc")]
+        off = ms([hmean(s[["auc_source", "auc_target", "pauc"]].to_numpy().ravel()) for s in by_seed])
+        per = [ms([hmean(r[["auc_source", "auc_target", "pauc"]].to_numpy())
+                   for _, r in label_rows[label_rows["machine_type"] == t].iterrows()]) for t in types]
+        return (f"{' | '.join(cols)} | **{off}** | {' | '.join(per)} | "
+                f"{label_rows['train_seconds'].mean():.0f} |")
+
+    base_rows = ok[ok["label"].str.endswith("(base)")]
+    factors: dict[str, list[tuple[str, pd.DataFrame]]] = {}
+    for label, g in ok.groupby("label", sort=False):
+        conf = label.split(": ", 1)[1]
+        if conf == "(base)":
+            continue
+        kv = dict(p.split("=", 1) for p in conf.split(","))
+        key = "patch" if "patch" in kv else next(iter(kv))
+        factors.setdefault(key, []).append((kv[key] if key != "patch" else f"{kv['patch']} ({kv.get('n_masked')} hidden)", g))
+    lines = [f"| factor | value | AUC(source) | AUC(target) | pAUC | official | {' | '.join(types)} | train s / trial |",
+             "|---|---|---|---|---|---|" + "---|" * len(types) + "---|"]
+    for key, vals in factors.items():
+        stage, fname = _resolve_key(key)
+        bval = getattr(getattr(cfg, stage), fname)
+        if key == "patch":
+            bval = f"{bval} ({cfg.masks.n_masked} hidden)"
+        entries = [(f"{bval} (base)", base_rows), *vals] if len(base_rows) else vals
+        for i, (v, g) in enumerate(sorted(entries, key=lambda e: _num(e[0]))):
+            lines.append(f"| {key if i == 0 else ''} | {v} | " + row(g))
+    return "\n".join(lines)
+
+
+def _num(v: str) -> tuple:
+    head = v.split(" ")[0]
+    try:
+        return (0, float(head), v)
+    except ValueError:
+        return (1, 0.0, v)
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench.study_sweep_summary")
     p.add_argument("inputs", nargs="+", help="trials.parquet files (sweep id = folder name) or jsonl rows")
     p.add_argument("--rows", default=None, help="write every trial as one JSON line here")
+    p.add_argument("--factors", default=None, metavar="PRESET:BASE",
+                   help="also the one-factor-at-a-time table, e.g. 'tiny:epochs=4,max_train_tiles=500,n_masks=4'")
     args = p.parse_args(argv)
     df = load(args.inputs)
     if args.rows:
@@ -98,6 +154,9 @@ def main(argv: list[str] | None = None) -> int:
                                     for k, v in rec.items()}, default=str) + "\n")
     print(f"shared by every trial: {df.attrs['common']}\n")
     print(tables(df))
+    if args.factors:
+        name, _, base = args.factors.partition(":")
+        print("\n" + factor_table(df, name, base))
     return 0
 
 
