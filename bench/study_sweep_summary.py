@@ -105,16 +105,22 @@ def factor_table(df: pd.DataFrame, preset_name: str, base: str) -> str:
         off = ms([hmean(s[["auc_source", "auc_target", "pauc"]].to_numpy().ravel()) for s in by_seed])
         per = [ms([hmean(r[["auc_source", "auc_target", "pauc"]].to_numpy())
                    for _, r in label_rows[label_rows["machine_type"] == t].iterrows()]) for t in types]
-        return (f"{' | '.join(cols)} | **{off}** | {' | '.join(per)} | "
+        return (f"{' | '.join(cols)} | {off} | {' | '.join(per)} | "
                 f"{label_rows['train_seconds'].mean():.0f} |")
 
-    base_rows = ok[ok["label"].str.endswith("(base)")]
+    base_kv = dict(x.split("=", 1) for x in base.split(",") if x)
+
+    def varied(configuration: str) -> dict[str, str]:
+        kv = dict(x.split("=", 1) for x in str(configuration).split(",") if "=" in x)
+        return {k: v for k, v in kv.items() if base_kv.get(k) != v}
+
+    ok = ok.assign(varied=[",".join(f"{k}={v}" for k, v in varied(c).items()) for c in ok["configuration"]])
+    base_rows = ok[ok["varied"] == ""]
     factors: dict[str, list[tuple[str, pd.DataFrame]]] = {}
-    for label, g in ok.groupby("label", sort=False):
-        conf = label.split(": ", 1)[1]
-        if conf == "(base)":
+    for conf, g in ok.groupby("varied", sort=False):
+        if conf == "":
             continue
-        kv = dict(p.split("=", 1) for p in conf.split(","))
+        kv = dict(x.split("=", 1) for x in conf.split(","))
         key = "patch" if "patch" in kv else next(iter(kv))
         factors.setdefault(key, []).append((kv[key] if key != "patch" else f"{kv['patch']} ({kv.get('n_masked')} hidden)", g))
     lines = [f"| factor | value | AUC(source) | AUC(target) | pAUC | official | {' | '.join(types)} | train s / trial |",
