@@ -122,14 +122,22 @@ def factor_table(df: pd.DataFrame, preset_name: str, base: str) -> str:
             continue
         kv = dict(x.split("=", 1) for x in conf.split(","))
         key = "patch" if "patch" in kv else next(iter(kv))
-        factors.setdefault(key, []).append((kv[key] if key != "patch" else f"{kv['patch']} ({kv.get('n_masked')} hidden)", g))
+        if key == "patch":
+            from asd_core.sweep import _resolve
+
+            hidden = _resolve({"patch": kv["patch"], "n_masked": kv.get("n_masked", "auto")})["n_masked"]
+            n_patches = (cfg.features.n_mels // int(kv["patch"])) ** 2
+            value = f"{kv['patch']} ({hidden} of {n_patches} hidden)"
+        else:
+            value = kv[key]
+        factors.setdefault(key, []).append((value, g))
     lines = [f"| factor | value | AUC(source) | AUC(target) | pAUC | official | {' | '.join(types)} | train s / trial |",
              "|---|---|---|---|---|---|" + "---|" * len(types) + "---|"]
     for key, vals in factors.items():
         stage, fname = _resolve_key(key)
         bval = getattr(getattr(cfg, stage), fname)
         if key == "patch":
-            bval = f"{bval} ({cfg.masks.n_masked} hidden)"
+            bval = f"{bval} ({cfg.masks.n_masked} of {(cfg.features.n_mels // bval) ** 2} hidden)"
         entries = [(f"{bval} (base)", base_rows), *vals] if len(base_rows) else vals
         for i, (v, g) in enumerate(sorted(entries, key=lambda e: _num(e[0]))):
             lines.append(f"| {key if i == 0 else ''} | {v} | " + row(g))
