@@ -88,7 +88,9 @@ def run_sweep(
     grid = tuner.fit()
     rows = []
     for res in grid:
-        spec = res.config["spec"]
+        spec = (res.config or {}).get("spec")
+        if spec is None:  # a trial that never started (an interrupted sweep): nothing to record
+            continue
         if res.error is not None or not res.metrics or "auc_source" not in res.metrics:
             rows.append({"config_id": spec["config_id"],
                          "configuration": ",".join(f"{k}={v}" for k, v in sorted(spec["overrides"].items())) or "(preset)",
