@@ -199,6 +199,10 @@ DEFAULT_PRESET = "default"
 # lr 2e-3 is the rate that study trained with. 64 masks: the cheapest K whose clip
 # ranking matches 256 masks (Spearman >= 0.99, AUCs within 0.005) in the README's
 # mask-count study; 16 missed (Spearman 0.985, AUC(source) -0.006).
+# Unmeasured as a whole: width 64 with 100 epochs was never trained (it needs a GPU;
+# about 100 core-hours per type of 1,000 clips on one CPU core, README "Method
+# settings"). The README's width study (widths 8, 16, 32 at a CPU size) found no width
+# better than 8 beyond one std, so the report's width stays until a GPU measures it.
 _DEFAULT = ASDConfig(
     train=TrainConfig(lr=2e-3),
     score=ScoreConfig(rule="knn_err_stats", n_masks=64),

@@ -41,6 +41,20 @@ STUDIES: dict[str, list[dict[str, list[str]]]] = {
         {"freq_scale": ["mel", "linear"]},
         {"loss_mode": ["full", "masked"]},
     ],
+    # The same factors at a size a CPU trains (README, "Section 6 at CPU size"): run
+    # with --preset tiny plus the base's size (--set epochs=4 --set max_train_tiles=500
+    # --set n_masks=4); each factor's other values around that base, the base itself
+    # once (the empty configuration), so no configuration is trained twice.
+    "report-section6-cpu": [
+        {},
+        {"lr": ["5e-4", "8e-3"]},
+        {"batch_size": ["32", "128"]},
+        {"epochs": ["2", "8"]},
+        {"n_masked": ["24", "60"]},
+        {"patch": ["4", "16"], "n_masked": ["auto"]},
+        {"freq_scale": ["linear"]},
+        {"loss_mode": ["full"]},
+    ],
 }
 
 
@@ -78,6 +92,14 @@ def study_configs(name: str) -> list[dict[str, str]]:
     return out
 
 
+def data_uri_for(data_uri: str, seed: int) -> str:
+    """A ``DATA_URI`` with ``{seed}`` in it names one archive per seed (``asd synth
+    --seed N`` archives), so a trial of seed N reads archive N and the spread over
+    seeds covers the clips as well as the training; without it every seed reads the
+    same archive."""
+    return data_uri.replace("{seed}", str(seed))
+
+
 def _resolve(overrides: dict[str, str]) -> dict[str, str]:
     """``n_masked=auto`` keeps the report's 75 % of patches hidden at any patch size."""
     out = dict(overrides)
@@ -111,7 +133,9 @@ def run_trial(
     Trains on the type's ``train`` clips (at most ``max_train_clips``, 0 = all, a
     seeded draw that keeps every target clip), scores its labelled ``test`` clips.
     Returns the spec's fields, AUC(source), AUC(target), pAUC, the official score
-    (their harmonic mean), train and score seconds, and ``error`` ("" when it ran).
+    (their harmonic mean), train seconds (all of training: features, epochs, the
+    scoring bank), epoch seconds (the epochs alone), the training tiles, score
+    seconds, and ``error`` ("" when it ran).
     """
     row: dict[str, Any] = {
         "config_id": spec["config_id"],
@@ -119,7 +143,8 @@ def run_trial(
         "machine_type": spec["machine_type"],
         "seed": spec["seed"],
         "auc_source": math.nan, "auc_target": math.nan, "pauc": math.nan, "official_score": math.nan,
-        "train_seconds": math.nan, "score_seconds": math.nan, "n_train": 0, "n_test": 0, "error": "",
+        "train_seconds": math.nan, "epoch_seconds": math.nan, "score_seconds": math.nan, "n_train": 0,
+        "n_tiles": 0, "n_test": 0, "error": "",
     }
     try:
         overrides = {**_resolve(spec["overrides"]), "seed": str(spec["seed"])}
@@ -139,6 +164,8 @@ def run_trial(
         t0 = time.perf_counter()
         tt = train_type(wavs, cfg, domains=[c.clip.domain for c in train])
         row["train_seconds"] = time.perf_counter() - t0
+        row["epoch_seconds"] = float(tt.summary["train_seconds"])  # the epochs alone (no features, bank)
+        row["n_tiles"] = int(tt.summary["n_train_rows"])
         t0 = time.perf_counter()
         scorer = Scorer({mt: tt.artifact(mt)})
         scores = [scorer.score_wav(mt, decode(b, fc.sample_rate, fc.min_seconds)).score

@@ -3,6 +3,10 @@ Ray Tune.
 
     asd sweep DATA_URI OUT_URI --machines fan,valve --grid lr=1e-3,1e-4 --grid epochs=10,30 [--seeds 3]
     asd sweep DATA_URI OUT_URI --study report-section6 [--preset report] [--seeds 3]
+    asd sweep 'data-s{seed}' OUT_URI --machines fan,valve --grid width=8,16 --seeds 2
+
+A ``{seed}`` in DATA_URI names one archive per seed (``asd synth --seed N``): the trials
+of seed N read that archive, so the spread over seeds covers the clips too.
 
 Each trial trains one machine type with one configuration (any ``--set`` field; a
 seed) on the archive's ``train`` clips and scores its labelled ``test`` clips
@@ -32,9 +36,9 @@ def _trial(config: dict) -> dict:
     import ray.tune
 
     from asd_core.storage import open_location
-    from asd_core.sweep import run_trial
+    from asd_core.sweep import data_uri_for, run_trial
 
-    data = open_location(config["data_uri"], config.get("endpoint_url"))
+    data = open_location(data_uri_for(config["data_uri"], config["spec"]["seed"]), config.get("endpoint_url"))
     row = run_trial(data, config["spec"], preset_name=config["preset"], max_train_clips=config["max_train_clips"])
     row.pop("traceback", None)
     ray.tune.report(row)
@@ -84,7 +88,9 @@ def run_sweep(
     grid = tuner.fit()
     rows = []
     for res in grid:
-        spec = res.config["spec"]
+        spec = (res.config or {}).get("spec")
+        if spec is None:  # a trial that never started (an interrupted sweep): nothing to record
+            continue
         if res.error is not None or not res.metrics or "auc_source" not in res.metrics:
             rows.append({"config_id": spec["config_id"],
                          "configuration": ",".join(f"{k}={v}" for k, v in sorted(spec["overrides"].items())) or "(preset)",
@@ -92,10 +98,11 @@ def run_sweep(
                          "error": f"{type(res.error).__name__}: {res.error}" if res.error else "trial reported nothing"})
             continue
         keep = ("config_id", "configuration", "machine_type", "seed", "auc_source", "auc_target", "pauc",
-                "official_score", "train_seconds", "score_seconds", "n_train", "n_test", "error")
+                "official_score", "train_seconds", "epoch_seconds", "score_seconds", "n_train", "n_tiles", "n_test",
+                "error")
         rows.append({k: res.metrics.get(k) for k in keep})
     trials = pd.DataFrame(rows).sort_values(["config_id", "machine_type", "seed"]).reset_index(drop=True)
-    for c in ("auc_source", "auc_target", "pauc", "official_score", "train_seconds", "score_seconds"):
+    for c in ("auc_source", "auc_target", "pauc", "official_score", "train_seconds", "epoch_seconds", "score_seconds"):
         trials[c] = pd.to_numeric(trials.get(c), errors="coerce")
     summary = summarise(trials.to_dict("records"))
     out = open_location(out_uri, endpoint_url)
@@ -115,7 +122,8 @@ def build_parser() -> argparse.ArgumentParser:
     from jobs.common import HelpFormatter, add_ray_args, add_set_arg, add_storage_args, describe
 
     p = argparse.ArgumentParser(prog="asd sweep", description=describe(__doc__), formatter_class=HelpFormatter)
-    p.add_argument("data_uri", help="labelled archive in the DCASE layout (path or s3://)")
+    p.add_argument("data_uri", help="labelled archive in the DCASE layout (path or s3://); "
+                   "'{seed}' in it is replaced by each trial's seed (one archive per seed)")
     p.add_argument("out_uri", help="output root; results go to OUT_URI/sweeps/<id>/")
     p.add_argument("--machines", required=True, help="comma-separated machine types")
     p.add_argument("--grid", action="append", default=[], metavar="KEY=V1,V2",

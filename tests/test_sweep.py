@@ -10,9 +10,10 @@ import pyarrow.parquet as pq
 import pytest
 
 from asd_core.audio import encode_wav
+from asd_core.config import preset
 from asd_core.dcase import ClipName
 from asd_core.storage import open_location, write_bytes
-from asd_core.sweep import expand, parse_grid, study_configs, summarise, trial_specs
+from asd_core.sweep import _resolve, data_uri_for, expand, parse_grid, study_configs, summarise, trial_specs
 
 from .signals import ANOMALIES, SR, harmonic_tone
 
@@ -34,6 +35,23 @@ def test_report_section6_varies_one_factor_at_a_time():
     assert {"loss_mode": "full"} in configs and {"loss_mode": "masked"} in configs
     assert {"lr": "1e-4"} in configs  # the report's own value is measured too
     assert len(configs) == len({tuple(sorted(c.items())) for c in configs})
+
+
+def test_cpu_section6_study_trains_each_configuration_once_and_every_one_resolves():
+    configs = study_configs("report-section6-cpu")
+    assert configs[0] == {}  # the base, once
+    keys = {k for c in configs for k in c}
+    assert {"lr", "batch_size", "epochs", "n_masked", "patch", "freq_scale", "loss_mode"} <= keys
+    assert all(len(c) == 1 or set(c) == {"patch", "n_masked"} for c in configs[1:])  # one factor at a time
+    base = {"epochs": "4", "max_train_tiles": "500", "n_masks": "4"}
+    resolved = {preset("tiny", {**base, **_resolve(c)}).to_json() for c in configs}
+    assert len(resolved) == len(configs)  # no two entries are the same configuration
+    assert preset("tiny", _resolve({"patch": "16", "n_masked": "auto"})).masks.n_masked == 12
+
+
+def test_data_uri_names_one_archive_per_seed():
+    assert data_uri_for("/data/synth-s{seed}", 3) == "/data/synth-s3"
+    assert data_uri_for("s3://b/dev", 3) == "s3://b/dev"
 
 
 def test_summary_means_over_seeds_and_counts_failures():
