@@ -219,7 +219,8 @@ def train_all(opts: TrainOptions) -> dict[str, Any]:
                     shown.type_finished(mt)
                     run.type_done(mt, entry, n_left=len(pending), say=shown.note)
         except (KeyboardInterrupt, SystemExit):  # Ctrl-C, `ray job stop` (SIGTERM, see main)
-            for ref in pending:
+            finished, _ = ray.wait(list(pending), num_returns=len(pending), timeout=0)
+            for ref in set(pending) - set(finished):  # force-cancelling a finished task trips Ray
                 ray.cancel(ref, force=True, recursive=True)
             run.stopped(list(pending.values()))
             raise
