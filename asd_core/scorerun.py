@@ -214,6 +214,7 @@ def _publish_outputs(
     submission_uri = store.stage_submission(record, sub)
     n_evaluated = int(len(results.evaluable(view)))
     kinds = alerts["alert_kind"].to_pylist()
+    n_not_audio = sum(record["errors_by_reason"].get(r, 0) for r in results.NOT_CLIP_REASONS)
     return {
         "run_id": run_id,
         "split": split,
@@ -221,9 +222,9 @@ def _publish_outputs(
         "n_scored": new.num_rows,
         "n_ok": record["n_ok"],
         # rows that only say a file is not audio are not errors of the night
-        "n_error": record["n_error"] - sum(record["errors_by_reason"].get(r, 0) for r in results.NOT_CLIP_REASONS),
+        "n_error": record["n_error"] - n_not_audio,
         "errors_by_reason": {r: n for r, n in record["errors_by_reason"].items() if r not in results.NOT_CLIP_REASONS},
-        "n_not_audio": sum(record["errors_by_reason"].get(r, 0) for r in results.NOT_CLIP_REASONS),
+        "n_not_audio": n_not_audio,
         "n_evaluated": n_evaluated,
         "n_training_clips": n_trained,  # scored, but never evaluated: the model trained on them
         "labelled": n_evaluated > 0,

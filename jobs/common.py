@@ -224,6 +224,17 @@ def storage_errors(what: str, uri: str):
         raise ValueError(f"{what} {uri} cannot be read: {name}: {e}; {fix}") from e
 
 
+def open_reachable(what: str, uri: str, endpoint_url: str | None = None):
+    """``open_location(uri)`` after one request that proves the store answers (credentials,
+    endpoint): a failure is :func:`storage_errors`' one line, not a traceback."""
+    from asd_core.storage import open_location
+
+    loc = open_location(uri, endpoint_url)
+    with storage_errors(what, uri):
+        loc.fs.exists(loc.path)
+    return loc
+
+
 def start_local_s3(name: str = "local") -> tuple[Any, str]:
     """An embedded S3-compatible server (moto) on a free port of 127.0.0.1, with
     throwaway credentials (``name``) and ``AWS_ENDPOINT_URL`` set in this process's

@@ -67,8 +67,7 @@ def report(
 
 def main(argv: list[str] | None = None) -> int:
     from asd_core.runstore import StoreError
-    from asd_core.storage import open_location
-    from jobs.common import setup_logging, storage_errors
+    from jobs.common import open_reachable, setup_logging
 
     args = build_parser().parse_args(argv)
     setup_logging()
@@ -78,9 +77,7 @@ def main(argv: list[str] | None = None) -> int:
     opts = ReportOptions(args.out_uri, args.run_id, args.endpoint_url, not args.no_plots, args.local,
                          {"auto": None, "linear": False, "log": True}[args.hist_scale], args.nights)
     try:
-        out = open_location(args.out_uri, args.endpoint_url)
-        with storage_errors("output", args.out_uri):  # credentials, endpoint: one line, not a traceback
-            out.fs.exists(out.path)
+        open_reachable("output", args.out_uri, args.endpoint_url)
         rep = build_report(opts)
     except (FileNotFoundError, ValueError, StoreError) as e:
         print(f"asd report: {e}", file=sys.stderr)

@@ -51,16 +51,13 @@ def main(argv: list[str] | None = None) -> int:
     from asd_core.paths import check_segment
     from asd_core.runs import LeaseHeld
     from asd_core.runstore import StoreError
-    from asd_core.storage import open_location
-    from jobs.common import storage_errors
+    from jobs.common import open_reachable
 
     args = build_parser().parse_args(argv)
     try:
         if args.run_id is not None:  # it names a run of OUT_URI
             check_segment(args.run_id, "--run-id")
-        out = open_location(args.out_uri, args.endpoint_url)
-        with storage_errors("output", args.out_uri):  # credentials, endpoint: one line, not a traceback
-            out.fs.exists(out.path)
+        out = open_reachable("output", args.out_uri, args.endpoint_url)
         if args.optimize or args.repair or args.migrate or args.rebuild_index:
             return _maintain(args, out)
         return _read(args, out)
