@@ -244,9 +244,12 @@ def alert_trend(store, runs: list[dict], record: dict, nights: int = DEFAULT_NIG
     type with ``night`` (the run's date, with its run id when a date has several runs),
     ``run_date``, ``run_id``, ``n_scored`` (the type's clips the run scored),
     ``anomaly_alerts`` and ``sensor_alerts``. Every type with a model in the run is
-    listed, with 0 alerts on a quiet night."""
+    listed, with 0 alerts on a quiet night. Only runs of ``record``'s model kinds count
+    (several kinds scoring the same nights into one OUT_URI are several trends; records
+    from before ``model_kinds`` was kept count for every kind)."""
     until = next((i for i, m in enumerate(runs) if m["run_id"] == record["run_id"]), len(runs) - 1)
-    chosen = [m for m in runs[: until + 1] if _n_scored(m) > 0 and m.get("split") == record.get("split")]
+    chosen = [m for m in runs[: until + 1] if _n_scored(m) > 0 and m.get("split") == record.get("split")
+              and _same_kinds(m, record)]
     chosen = chosen[-max(1, nights):]
     scored, labels = [], []
     for m in chosen:
@@ -269,6 +272,20 @@ def alert_trend(store, runs: list[dict], record: dict, nights: int = DEFAULT_NIG
                          "sensor_alerts": int((mine & (kinds == "sensor").to_numpy()).sum())})
     return pd.DataFrame(rows, columns=["night", "run_date", "run_id", "machine_type", "n_scored", "anomaly_alerts",
                                        "sensor_alerts"])
+
+
+def _last_nights(n: int) -> str:
+    return "the last night" if n == 1 else f"the last {n} nights"
+
+
+def _kinds_of(record: dict) -> str:
+    kinds = record.get("model_kinds")
+    return f" with model kind {', '.join(kinds)}" if kinds else ""
+
+
+def _same_kinds(run: dict, record: dict) -> bool:
+    mine, theirs = record.get("model_kinds"), run.get("model_kinds")
+    return not mine or not theirs or sorted(mine) == sorted(theirs)
 
 
 def clip_dates(rows) -> list[str]:
@@ -388,8 +405,8 @@ def build_report(opts: ReportOptions) -> dict[str, Any]:
         f"Alerts of the night ({n_anom} clip{'s' if n_anom != 1 else ''} over threshold, {len(alerts) - n_anom} "
         f"sensor alert{'s' if len(alerts) - n_anom != 1 else ''}; most severe first; ratio = score / threshold):\n"
         + format_alerts(alerts),
-        f"Alerts per night (the last {trend['night'].nunique()} nights that scored clips; clips over threshold, "
-        "+N s = sensor alerts):\n" + format_trend(trend),
+        f"Alerts per night ({_last_nights(trend['night'].nunique())} that scored clips{_kinds_of(record)}; "
+        "clips over threshold, +N s = sensor alerts):\n" + format_trend(trend),
     ]
     # a labelled run is an evaluation: its metrics first; an unlabelled night is read for its alerts
     parts = [head, metrics, *acts] if labelled else [head, *acts, "Metrics: " + metrics]
