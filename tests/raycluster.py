@@ -49,10 +49,12 @@ def session_pids(sid: int) -> list[int]:
 
 
 def stop_cluster(head: subprocess.Popen) -> None:
-    """SIGTERM to ``ray start --block``, then SIGKILL whatever of its session is left."""
+    """SIGTERM to ``ray start --block``, then SIGKILL whatever of its session is left
+    after 5 s (an idle head is gone in ~3 s; one that ran jobs can take 20 s, which
+    a throw-away test cluster need not wait for)."""
     if head.poll() is None:
         head.send_signal(signal.SIGTERM)
-    deadline = time.monotonic() + 20
+    deadline = time.monotonic() + 5
     while session_pids(head.pid) and time.monotonic() < deadline:
         time.sleep(1)
     for pid in session_pids(head.pid):
@@ -91,3 +93,14 @@ def ray_head(num_cpus: int = 2) -> Iterator[Head]:
         stop_cluster(head)
         shutil.rmtree(temp_dir, ignore_errors=True)
     assert not session_pids(head.pid)
+
+
+def run_when_ready(cmd: list[str], head: Head, timeout: float = 300) -> subprocess.CompletedProcess:
+    """Run a job-API client command; the head's job agent comes up a few seconds after
+    the runtime, so "No available agent" is retried (up to a minute)."""
+    for _ in range(30):
+        out = subprocess.run(cmd, env=head.env, capture_output=True, text=True, timeout=timeout)
+        if "No available agent" not in out.stderr:
+            return out
+        time.sleep(2)
+    return out

@@ -1,25 +1,37 @@
 """`asd submit`: the cron route through Ray's job API keeps `asd score`'s exit codes
 (0 published, 1 published with too many failed clips, 2 nothing could start) and prints
-the command's one-line error once; a job whose command never ran is told apart (3)."""
+the command's one-line error once; a job whose command never ran is told apart (3).
+Plain `ray job submit` of `asd train` with S3 credentials in the runtime env, too. One
+real head (`ray start --head`) serves the module."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
-import time
+import uuid
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from asd_core.artifact import save_artifact
+from asd_core.artifact import load_artifact, save_artifact
 from asd_core.audio import encode_wav
 from asd_core.config import preset
 from asd_core.dcase import ClipName
 from asd_core.detector import train_type
 from jobs.submit import NOT_RUN, STOPPED, entrypoint, exit_code
-from tests.raycluster import ray_head
+from tests.raycluster import RAY_BIN, ray_head, run_when_ready
 from tests.signals import harmonic_tone
+from tests.test_train_job import write_type
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def head():
+    with ray_head() as h:
+        yield h
 
 
 def test_exit_code_is_the_commands_own_where_it_ran():
@@ -45,7 +57,7 @@ def _error_lines(log: str) -> list[str]:
 
 @pytest.mark.ray
 @pytest.mark.slow
-def test_submit_exits_with_the_score_commands_code(tmp_path):
+def test_submit_exits_with_the_score_commands_code(head, tmp_path):
     rng = np.random.default_rng(5)
     data, broken, models = tmp_path / "archive", tmp_path / "broken", tmp_path / "models"
     _clips(data, "test", 3, rng)
@@ -53,24 +65,14 @@ def test_submit_exits_with_the_score_commands_code(tmp_path):
     cfg = preset("tiny", {"kind": "knn", "knn_k": "2"})
     save_artifact(str(models), "fan", train_type([harmonic_tone(rng, 2.0, f0=200.0 + f) for f in range(4)], cfg).fitted, cfg)
 
-    with ray_head() as head:
-        def submit(*command: str | Path) -> subprocess.CompletedProcess:
-            cmd = [sys.executable, "-m", "jobs.cli", "submit", "--address", head.address, "--python", sys.executable,
-                   "--", *map(str, command)]
-            for _ in range(30):  # the head's job agent comes up a few seconds after the runtime
-                out = subprocess.run(cmd, env=head.env, capture_output=True, text=True, timeout=300)
-                if "No available agent" not in out.stderr:
-                    return out
-                time.sleep(2)
-            return out
+    def submit(*command: str | Path, python: str = sys.executable) -> subprocess.CompletedProcess:
+        return run_when_ready([sys.executable, "-m", "jobs.cli", "submit", "--address", head.address,
+                               "--python", python, "--", *map(str, command)], head)
 
-        missing = submit("score", tmp_path / "nope", models, tmp_path / "out-missing")
-        ok = submit("score", data, models, tmp_path / "out")
-        failed = submit("score", broken, models, tmp_path / "out-broken", "--max-error-rate", "0.5")
-        never = subprocess.run(
-            [sys.executable, "-m", "jobs.cli", "submit", "--address", head.address, "--python", "/no/such/python",
-             "--", "score", str(data), str(models), str(tmp_path / "out-never")],
-            env=head.env, capture_output=True, text=True, timeout=300)
+    missing = submit("score", tmp_path / "nope", models, tmp_path / "out-missing")
+    ok = submit("score", data, models, tmp_path / "out")
+    failed = submit("score", broken, models, tmp_path / "out-broken", "--max-error-rate", "0.5")
+    never = submit("score", data, models, tmp_path / "out-never", python="/no/such/python")
 
     log = missing.stdout + missing.stderr
     assert missing.returncode == 2, log[-3000:]
@@ -101,3 +103,24 @@ def test_submit_to_no_cluster_is_one_line_and_exit_3(tmp_path):
     lines = [line for line in out.stderr.splitlines() if line.strip()]
     assert lines[-1].startswith("asd submit: cannot submit to http://127.0.0.1:9"), out.stderr[-2000:]
     assert "Traceback" not in out.stderr
+
+
+@pytest.mark.ray
+@pytest.mark.s3
+@pytest.mark.slow
+def test_ray_job_submit_of_asd_train_keeps_the_secret_out_of_the_log(head, s3_bucket, s3_endpoint):
+    data, models = f"{s3_bucket}/archive", f"{s3_bucket}/models"
+    write_type(data, "valve", seed=1, endpoint=s3_endpoint)
+    secret = f"job-secret-{uuid.uuid4().hex[:8]}"  # moto takes any key: check it never reaches the log
+    runtime_env = {"env_vars": {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": secret}}
+    out = run_when_ready([
+        str(RAY_BIN), "job", "submit", "--address", head.address, "--working-dir", str(REPO),
+        "--runtime-env-json", json.dumps(runtime_env), "--",
+        sys.executable, "-m", "jobs.train", data, models, "--preset", "tiny",
+        "--set", "epochs=1", "--set", "threshold_max_clips=4", "--endpoint-url", s3_endpoint,
+    ], head)
+    log = out.stdout + out.stderr
+    assert out.returncode == 0, log[-4000:]
+    assert "valve: epoch 1/1 loss" in log and "succeeded" in log
+    assert secret not in log
+    assert load_artifact(models, "valve").summary["epochs"] == 1

@@ -1,5 +1,6 @@
 """`asd train`: concurrent Ray Train fits per machine type, S3 in and out, failure
-resume, `--resume`, a type with no usable data failing alone, and `ray job submit`.
+resume, `--resume` and a type with no usable data failing alone (`ray job submit`:
+tests/test_submit.py).
 
 Ray Train start-up costs ~10-20 s per trainer on 2 cores, so each fit is reused for
 several assertions.
@@ -7,11 +8,7 @@ several assertions.
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
 import time
-import uuid
 from pathlib import Path
 
 import numpy as np
@@ -29,10 +26,8 @@ from asd_core.runtime import prepare_model
 from asd_core.storage import open_location, write_bytes
 from asd_core.trainprep import prepare_type, select_training_clips
 from asd_core.trainrun import read_record
-from tests.raycluster import RAY_BIN, ray_head
 from tests.signals import harmonic_tone
 
-REPO = Path(__file__).resolve().parents[1]
 N_CLIPS = 12
 SECONDS = 3.0
 TINY = {"epochs": "2", "threshold_max_clips": "6"}
@@ -202,34 +197,3 @@ def test_injected_failure_resumes_from_checkpoint_then_resume_flag(ray_cluster, 
     # a model change cannot resume those checkpoints
     with pytest.raises(ValueError, match="do not fit"):
         train.run_training(data, models, config=cfg5.override({"width": 16}), resume=True)
-
-
-@pytest.mark.ray
-@pytest.mark.s3
-@pytest.mark.slow
-def test_ray_job_submit_end_to_end(s3_bucket, s3_endpoint):
-    data, models = f"{s3_bucket}/archive", f"{s3_bucket}/models"
-    write_type(data, "valve", seed=1, endpoint=s3_endpoint)
-    secret = f"job-secret-{uuid.uuid4().hex[:8]}"  # moto takes any key: check it never reaches the log
-    runtime_env = {"env_vars": {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": secret}}
-    with ray_head() as head:
-        env = head.env
-        cmd = [
-            str(RAY_BIN), "job", "submit", "--address", head.address, "--working-dir", str(REPO),
-            "--runtime-env-json", json.dumps(runtime_env), "--",
-            sys.executable, "-m", "jobs.train", data, models, "--preset", "tiny",
-            *_set_args({"epochs": "1", "threshold_max_clips": "4"}), "--endpoint-url", s3_endpoint,
-        ]
-        t0 = time.perf_counter()
-        for _ in range(30):  # the head's job agent comes up a few seconds after the runtime
-            out = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
-            if "No available agent" not in out.stderr:
-                break
-            time.sleep(2)
-        print(f"ray job submit: {time.perf_counter() - t0:.1f} s")
-        log = out.stdout + out.stderr
-        assert out.returncode == 0, log[-4000:]
-        assert "valve: epoch 1/1 loss" in log and "succeeded" in log
-        assert secret not in log
-    art = load_artifact(models, "valve")
-    assert art.summary["epochs"] == 1
