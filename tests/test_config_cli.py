@@ -1,6 +1,6 @@
 import pytest
 
-from asd_core.config import ASDConfig, cpu_warning, override_keys, parse_overrides, preset
+from asd_core.config import ASDConfig, cpu_cost, cpu_warning, override_keys, parse_overrides, preset
 from asd_core.synth import ARCHIVE_SIZES, describe_size
 from jobs.cli import COMMANDS, main
 
@@ -77,16 +77,21 @@ def test_set_without_a_value_is_one_clear_line(tmp_path, capsys):
 
 
 def test_a_large_unet_on_cpu_warns_before_anything_starts(tmp_path, capsys):
-    """The default preset (width 64, 100 epochs) without GPUs: a warning with the cost and
-    --preset tiny. The bad run name then stops the command before Ray starts."""
+    """The width-64 presets (100 epochs) without GPUs: a warning with the cost and
+    --preset default; `default` itself is CPU-sized. The bad run name then stops the
+    command before Ray starts."""
     args = ["train", str(tmp_path), str(tmp_path), "--run-name", "no spaces allowed"]
-    assert main(args) == 2
-    err = capsys.readouterr().err
-    assert "asd train: warning:" in err and "core-hours" in err and "--preset tiny" in err
-    for extra in (["--preset", "tiny"], ["--gpus-per-worker", "1"], ["--model", "knn"]):
+    for big in ("wide", "report"):
+        assert main([*args, "--preset", big]) == 2
+        err = capsys.readouterr().err
+        assert "asd train: warning:" in err and "core-hours" in err and "--preset default" in err, big
+    for extra in ([], ["--preset", "tiny"], ["--preset", "wide", "--gpus-per-worker", "1"],
+                  ["--preset", "wide", "--model", "knn"], ["--set", "width=16"]):
         assert main(args + extra) == 2
         assert "warning" not in capsys.readouterr().err, extra
-    big = cpu_warning(preset("default"), 0, cuda_available=True)
+    cost = cpu_cost(preset("default"))
+    assert cost is not None and cost["train_core_hours"] < 0.5  # per type of 1,000 clips
+    big = cpu_warning(preset("wide"), 0, cuda_available=True)
     assert big is not None and "has a GPU, but --gpus-per-worker is 0" in big
     assert cpu_warning(preset("report").override({"width": "16", "epochs": "5"}), 0, False) is None
 
