@@ -72,7 +72,7 @@ def run_demo(
     from jobs.train import run_training
 
     gpus = torch.cuda.device_count()
-    cfg = preset("default") if gpus else preset("tiny", CPU_OVERRIDES)
+    cfg = preset("wide") if gpus else preset("tiny", CPU_OVERRIDES)
     kinds = sorted(kinds or KINDS, key=lambda k: k != "unet")  # the U-Net trains first, scores last
     if overrides:
         cfg = cfg.override(overrides)

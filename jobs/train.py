@@ -254,8 +254,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", default=None, choices=KINDS,
                    help="model kind (default: the preset's, unet); sets model.kind")
     p.add_argument("--preset", default=DEFAULT_PRESET, choices=sorted(PRESETS),
-                   help="base configuration: default = U-Net width 64, 100 epochs (for GPUs); report = the "
-                        "technical report's; tiny = width 8, 8 epochs (CPU)")
+                   help="base configuration: default = U-Net width 8, 10 epochs, knn_err_stats (trained and "
+                        "measured; CPU-sized); wide = the same choices at width 64, 100 epochs (unmeasured, for "
+                        "GPUs); report = the technical report's; tiny = default at 8 epochs, 16 masks (tests)")
     add_set_arg(p)
     p.add_argument("--workers-per-model", type=int, default=1, help="data-parallel workers per machine type")
     p.add_argument("--gpus-per-worker", type=float, default=0.0, help="GPUs per worker (0 = train on CPUs)")
