@@ -90,7 +90,7 @@ def test_a_large_unet_on_cpu_warns_before_anything_starts(tmp_path, capsys):
         assert main(args + extra) == 2
         assert "warning" not in capsys.readouterr().err, extra
     cost = cpu_cost(preset("default"))
-    assert cost is not None and cost["train_core_hours"] < 0.5  # per type of 1,000 clips
+    assert cost is not None and 0.3 < cost["train_core_hours"] < 1.0  # per type of 1,000 clips (README: ~50 min)
     big = cpu_warning(preset("wide"), 0, cuda_available=True)
     assert big is not None and "has a GPU, but --gpus-per-worker is 0" in big
     assert cpu_warning(preset("report").override({"width": "16", "epochs": "5"}), 0, False) is None
