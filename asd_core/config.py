@@ -23,7 +23,7 @@ from .stages import FeatureConfig, MaskConfig, ModelConfig, ScoreConfig, TrainCo
 
 __all__ = [
     "ASDConfig", "DEFAULT_PRESET", "PRESETS", "FeatureConfig", "MaskConfig", "ModelConfig", "ScoreConfig",
-    "TrainConfig", "cpu_cost", "cpu_warning", "override_keys", "parse_overrides", "preset",
+    "TrainConfig", "cpu_cost", "cpu_warning", "override_keys", "parse_overrides", "preset", "train_tiles",
 ]
 
 
@@ -154,6 +154,13 @@ SCORE_TILES_PER_CLIP = 9
 BIG_ON_CPU_CORE_HOURS = 5.0  # training estimate (per 1,000 clips) above which `asd train` warns (width 16: ~2.3)
 
 
+def train_tiles(cfg: ASDConfig, n_clips: int) -> float:
+    """Training tiles a U-Net epoch sees for ``n_clips`` 10-s clips in the DCASE shape
+    (a few target clips, their tiles repeated to ``target_share`` of all)."""
+    tiles = n_clips * TRAIN_TILES_PER_CLIP / (1.0 - min(cfg.train.target_share, 0.9))
+    return min(tiles, cfg.train.max_train_tiles) if cfg.train.max_train_tiles else tiles
+
+
 def cpu_cost(cfg: ASDConfig, n_clips: int = 1000) -> dict[str, float] | None:
     """Rough CPU cost of a U-Net config (None for the other kinds, which take seconds
     to minutes): core-hours to train one machine type of ``n_clips`` 10-s clips in the
@@ -165,9 +172,7 @@ def cpu_cost(cfg: ASDConfig, n_clips: int = 1000) -> dict[str, float] | None:
     if cfg.model.kind != "unet":  # the cost model is the U-Net's
         return None
     gflop = UNET_GFLOP_AT_64 * (cfg.model.width / 64) ** 2
-    tiles = n_clips * TRAIN_TILES_PER_CLIP / (1.0 - min(cfg.train.target_share, 0.9))
-    if cfg.train.max_train_tiles:
-        tiles = min(tiles, cfg.train.max_train_tiles)
+    tiles = train_tiles(cfg, n_clips)
     score_s = SCORE_TILES_PER_CLIP * cfg.score.n_masks * gflop / CPU_GFLOPS_PER_CORE
     bank_s = n_clips * score_s if cfg.score.rule.startswith("knn") else 0.0
     train_h = (tiles * cfg.train.epochs * 3 * gflop / CPU_GFLOPS_PER_CORE + bank_s) / 3600

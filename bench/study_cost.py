@@ -1,8 +1,10 @@
 """What ``asd train`` costs on this CPU for a preset, measured at a small size and
 scaled to N clips: training tile-steps per second (one epoch over a few tiles, at the
 preset's width and batch) and scoring forwards per second (the preset's mask count),
-then ``N x 18 tiles x epochs / steps_per_s + N x 9 tiles x n_masks / forwards_per_s``
-(the epochs, then the ``knn_*`` rules' bank of the N training clips).
+then ``tiles(N) x epochs / steps_per_s + N x 9 tiles x n_masks / forwards_per_s``
+(the epochs, ``tiles(N)`` = N x 18 with the target clips' tiles repeated to
+``target_share`` of all, :func:`asd_core.config.train_tiles`; then the ``knn_*``
+rules' bank of the N training clips).
 
     OMP_NUM_THREADS=1 python -m bench.study_cost ARCHIVE --machine fan --preset default --clips 1000
 """
@@ -17,7 +19,7 @@ import torch
 
 from asd_core.audio import decode
 from asd_core.catalog import list_archive
-from asd_core.config import SCORE_TILES_PER_CLIP, TRAIN_TILES_PER_CLIP, parse_overrides, preset
+from asd_core.config import SCORE_TILES_PER_CLIP, parse_overrides, preset, train_tiles
 from asd_core.detector import Scorer, train_type
 from asd_core.storage import open_location, read_many
 
@@ -28,8 +30,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--machine", default="fan")
     p.add_argument("--preset", default="default")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
-    p.add_argument("--probe-clips", type=int, default=4, help="clips the probe trains on")
-    p.add_argument("--probe-tiles", type=int, default=72, help="tiles of the probe's one epoch")
+    # a few hundred tiles: a shorter epoch is mostly start-up (72 tiles read a third of the rate at width 8)
+    p.add_argument("--probe-clips", type=int, default=40, help="clips the probe trains on")
+    p.add_argument("--probe-tiles", type=int, default=640, help="tiles of the probe's one epoch")
     p.add_argument("--probe-masks", type=int, default=16, help="masks the probe scores with")
     p.add_argument("--clips", type=int, default=1000, help="the N the estimate is for")
     p.add_argument("--threads", type=int, default=1)
@@ -51,9 +54,7 @@ def main(argv: list[str] | None = None) -> int:
         scorer.score_wav(args.machine, w)
     fwd_per_s = 2 * SCORE_TILES_PER_CLIP * args.probe_masks / (time.perf_counter() - t0)
     n = args.clips
-    epochs_s = n * TRAIN_TILES_PER_CLIP * cfg.train.epochs / steps_per_s
-    if cfg.train.max_train_tiles:
-        epochs_s = min(n * TRAIN_TILES_PER_CLIP, cfg.train.max_train_tiles) * cfg.train.epochs / steps_per_s
+    epochs_s = train_tiles(cfg, n) * cfg.train.epochs / steps_per_s
     bank_s = n * SCORE_TILES_PER_CLIP * cfg.score.n_masks / fwd_per_s if cfg.score.rule.startswith("knn") else 0.0
     print(json.dumps({
         "preset": args.preset, "overrides": args.set, "width": cfg.model.width, "epochs": cfg.train.epochs,
