@@ -224,7 +224,7 @@ PRESETS: dict[str, ASDConfig] = {
     "report": ASDConfig(model=ModelConfig(), score=ScoreConfig(rule="mse", n_masks=256)),
     "default": _DEFAULT,
     # the report's network (width 64, 100 epochs) with `default`'s choices: never
-    # trained (it needs a GPU; about 100 core-hours per type of 1,000 clips on one CPU
+    # trained (it needs a GPU; about 190 core-hours per type of 1,000 clips on one CPU
     # core), kept for a GPU to measure against `default`
     "wide": dataclasses.replace(
         _DEFAULT,
