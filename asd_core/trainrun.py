@@ -283,9 +283,14 @@ class TrainingRun:
         (say or log.info)(f"{machine_type}: {entry['status']} after {elapsed:.1f} s{error} "
                           f"({n_done}/{self._n_started} types done{eta})")
 
-    def stopped(self, machine_types: list[str]) -> None:
-        """Ctrl-C or SIGTERM: the unfinished types and the run are marked ``stopped``."""
-        for mt in machine_types:
+    def unfinished(self) -> list[str]:
+        """The types started and not yet recorded as done (``running``)."""
+        return [mt for mt, e in self.record["types"].items() if e.get("status") == "running"]
+
+    def stopped(self, machine_types: list[str] | None = None) -> None:
+        """Ctrl-C or SIGTERM: the unfinished types (``machine_types``, default every
+        type still ``running``) and the run are marked ``stopped``."""
+        for mt in self.unfinished() if machine_types is None else machine_types:
             self.record["types"][mt] = {**self.record["types"][mt], "status": "stopped"}
         self.record.update(status="stopped", finished_at=_now())
         write_record(self.models_loc, self.record)

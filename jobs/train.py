@@ -181,6 +181,14 @@ class EpochBoard:
         return self.events[n:]
 
 
+def _cancel_unfinished(pending: dict) -> None:
+    import ray
+
+    finished, _ = ray.wait(list(pending), num_returns=len(pending), timeout=0) if pending else ([], [])
+    for ref in set(pending) - set(finished):  # force-cancelling a finished task trips Ray
+        ray.cancel(ref, force=True, recursive=True)
+
+
 def train_all(opts: TrainOptions) -> dict[str, Any]:
     """Train every machine type concurrently (one Ray task + TorchTrainer each) on an
     initialised Ray; returns the run record (``status`` ``ok`` only when every type is)."""
@@ -196,9 +204,17 @@ def train_all(opts: TrainOptions) -> dict[str, Any]:
     cpus = opts.cpus_per_worker
     if cpus is None:
         cpus = 1.0 if opts.gpus_per_worker > 0 else cpus_per_worker_to_fit(len(run.types) * opts.workers_per_model)
-    remote = ray.remote(num_cpus=0, max_retries=0)(train_one_type)
-    board = ray.remote(num_cpus=0)(EpochBoard).remote()
-    pending = {remote.remote({**spec, "board": board}): spec["machine_type"] for spec in run.start(cpus)}
+    pending: dict[Any, str] = {}
+    try:  # the run record says "running" once start() wrote it: a stop from there on must say "stopped"
+        specs = run.start(cpus)
+        remote = ray.remote(num_cpus=0, max_retries=0)(train_one_type)
+        board = ray.remote(num_cpus=0)(EpochBoard).remote()
+        for spec in specs:
+            pending[remote.remote({**spec, "board": board})] = spec["machine_type"]
+    except (KeyboardInterrupt, SystemExit):  # stopped while Ray exported the task (ray.init's SIGTERM handler)
+        _cancel_unfinished(pending)
+        run.stopped()
+        raise
     log.info("run %s: training %d machine types (%s) with %d worker(s) each (%.2f CPU, %.2f GPU per worker)",
              run.run_id, len(pending), ", ".join(pending.values()), opts.workers_per_model, cpus, opts.gpus_per_worker)
     seen = 0
@@ -219,10 +235,8 @@ def train_all(opts: TrainOptions) -> dict[str, Any]:
                     shown.type_finished(mt)
                     run.type_done(mt, entry, n_left=len(pending), say=shown.note)
         except (KeyboardInterrupt, SystemExit):  # Ctrl-C, `ray job stop` (SIGTERM, see main)
-            finished, _ = ray.wait(list(pending), num_returns=len(pending), timeout=0)
-            for ref in set(pending) - set(finished):  # force-cancelling a finished task trips Ray
-                ray.cancel(ref, force=True, recursive=True)
-            run.stopped(list(pending.values()))
+            _cancel_unfinished(pending)
+            run.stopped()
             raise
         for event in ray.get(board.since.remote(seen)):  # a last epoch that arrived after its type's end
             shown.epoch(*event)

@@ -76,6 +76,25 @@ def test_fit_normalizer_matches_normalizer_fit():
     np.testing.assert_allclose(a.std, b.std, rtol=1e-5)
 
 
+def test_a_stopped_run_marks_every_type_still_running(tmp_path):
+    """A stop that lands anywhere after the run record says "running" (even before a
+    type's task was submitted) leaves it "stopped", types done before untouched."""
+    from asd_core.trainrun import TrainingRun, TrainOptions
+
+    data, models = str(tmp_path / "data"), str(tmp_path / "models")
+    for i, mt in enumerate(("fan", "valve", "pump")):
+        write_type(data, mt, seed=i, n=2)
+    run = TrainingRun(TrainOptions(data, models, config=preset("tiny"), run_name="r1"))
+    assert [spec["machine_type"] for spec in run.start(1.0)] == ["fan", "pump", "valve"]
+    assert read_record(models, "r1")["status"] == "running"
+    run.type_done("fan", {"status": "ok", "trial_name": "fan"})
+    assert run.unfinished() == ["pump", "valve"]
+    run.stopped()
+    got = read_record(models, "r1")
+    assert got["status"] == "stopped"
+    assert {mt: e["status"] for mt, e in got["types"].items()} == {"fan": "ok", "pump": "stopped", "valve": "stopped"}
+
+
 def test_prepare_type_skips_bad_clips(tmp_path):
     cfg = preset("tiny", {"threshold_max_clips": "3"})
     write_type(str(tmp_path), "fan", seed=0, n=4)
