@@ -132,17 +132,7 @@ def histogram_figure(df: pd.DataFrame, machine_type: str, run_id: str | None = N
         kd = ok[ok["model_kind"] == kind]
         thresholds = sorted(set(kd["threshold"].dropna().astype(float)))
         values = np.concatenate([kd["anomaly_score"].to_numpy(dtype=float), thresholds]) if len(kd) else np.array([])
-        use_log = log
-        if use_log is None:
-            use_log = bool(len(values)) and values.min() > 0 and values.max() / values.min() > 100
-        if len(values):
-            lo, hi = float(values.min()), float(values.max())
-            if use_log and lo > 0:
-                bins = np.geomspace(lo, hi * 1.0001, 31) if hi > lo else np.geomspace(lo * 0.9, lo * 1.1, 31)
-            else:
-                use_log = False
-                pad = (hi - lo) * 0.02 or max(abs(lo), 1.0) * 0.05
-                bins = np.linspace(lo - pad, hi + pad, 31)
+        bins, use_log = _bins(values, log)
         for c, dom in enumerate(domains):
             ax = axes[r, c]
             g = kd[kd["domain"] == dom]

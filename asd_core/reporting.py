@@ -206,8 +206,7 @@ def format_alerts(alerts: pd.DataFrame, limit: int = PRINTED_ALERTS) -> str:
     for r in alerts.head(limit).to_dict("records"):
         kind = r["alert_kind"] if r["alert_kind"] != "sensor" else f"sensor: {r['error_reason']}"
         body.append([str(r["rank"]), kind, str(r["machine_type"]), *[_text(r[f]) for f in fields],
-                     _g(r["anomaly_score"]), _g(r["threshold"]),
-                     "" if _missing(r["ratio"]) else f"{r['ratio']:.2f}x",
+                     *[_cell(c, r[c]) for c in ("anomaly_score", "threshold", "ratio")],
                      "" if _missing(r["margin"]) else f"{r['margin']:+.3g}", str(r["path"])])
     widths = [max(len(x[i]) for x in [head, *body]) for i in range(len(head))]
     lines = [" | ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in [head, *body]]

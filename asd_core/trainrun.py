@@ -287,10 +287,9 @@ class TrainingRun:
         """The types started and not yet recorded as done (``running``)."""
         return [mt for mt, e in self.record["types"].items() if e.get("status") == "running"]
 
-    def stopped(self, machine_types: list[str] | None = None) -> None:
-        """Ctrl-C or SIGTERM: the unfinished types (``machine_types``, default every
-        type still ``running``) and the run are marked ``stopped``."""
-        for mt in self.unfinished() if machine_types is None else machine_types:
+    def stopped(self) -> None:
+        """Ctrl-C or SIGTERM: every type still ``running`` and the run are marked ``stopped``."""
+        for mt in self.unfinished():
             self.record["types"][mt] = {**self.record["types"][mt], "status": "stopped"}
         self.record.update(status="stopped", finished_at=_now())
         write_record(self.models_loc, self.record)

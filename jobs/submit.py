@@ -89,7 +89,7 @@ def _wait_terminal(client: Any, job_id: str, timeout: float | None = None) -> An
     deadline = None if timeout is None else time.monotonic() + timeout
     while True:
         info = client.get_job_info(job_id)
-        if str(info.status) in _TERMINAL or (deadline is not None and time.monotonic() > deadline):
+        if _status(info) in _TERMINAL or (deadline is not None and time.monotonic() > deadline):
             return info
         time.sleep(1.0)
 

@@ -205,21 +205,18 @@ def train_all(opts: TrainOptions) -> dict[str, Any]:
     if cpus is None:
         cpus = 1.0 if opts.gpus_per_worker > 0 else cpus_per_worker_to_fit(len(run.types) * opts.workers_per_model)
     pending: dict[Any, str] = {}
+    seen = 0
     try:  # the run record says "running" once start() wrote it: a stop from there on must say "stopped"
         specs = run.start(cpus)
         remote = ray.remote(num_cpus=0, max_retries=0)(train_one_type)
         board = ray.remote(num_cpus=0)(EpochBoard).remote()
         for spec in specs:
             pending[remote.remote({**spec, "board": board})] = spec["machine_type"]
-    except (KeyboardInterrupt, SystemExit):  # stopped while Ray exported the task (ray.init's SIGTERM handler)
-        _cancel_unfinished(pending)
-        run.stopped()
-        raise
-    log.info("run %s: training %d machine types (%s) with %d worker(s) each (%.2f CPU, %.2f GPU per worker)",
-             run.run_id, len(pending), ", ".join(pending.values()), opts.workers_per_model, cpus, opts.gpus_per_worker)
-    seen = 0
-    with TrainingProgress(list(pending.values()), get_kind(opts.config.model.kind).epochs(opts.config), log) as shown:
-        try:
+        log.info("run %s: training %d machine types (%s) with %d worker(s) each (%.2f CPU, %.2f GPU per worker)",
+                 run.run_id, len(pending), ", ".join(pending.values()), opts.workers_per_model, cpus,
+                 opts.gpus_per_worker)
+        with TrainingProgress(list(pending.values()), get_kind(opts.config.model.kind).epochs(opts.config),
+                              log) as shown:
             while pending:
                 ready, _ = ray.wait(list(pending), num_returns=1, timeout=1.0)
                 events = ray.get(board.since.remote(seen))
@@ -234,12 +231,12 @@ def train_all(opts: TrainOptions) -> dict[str, Any]:
                         entry = {"status": "failed", "error": f"{type(e).__name__}: {e}", "trial_name": mt}
                     shown.type_finished(mt)
                     run.type_done(mt, entry, n_left=len(pending), say=shown.note)
-        except (KeyboardInterrupt, SystemExit):  # Ctrl-C, `ray job stop` (SIGTERM, see main)
-            _cancel_unfinished(pending)
-            run.stopped()
-            raise
-        for event in ray.get(board.since.remote(seen)):  # a last epoch that arrived after its type's end
-            shown.epoch(*event)
+            for event in ray.get(board.since.remote(seen)):  # a last epoch that arrived after its type's end
+                shown.epoch(*event)
+    except (KeyboardInterrupt, SystemExit):  # Ctrl-C, `ray job stop` (SIGTERM: ray.init's handler, see main)
+        _cancel_unfinished(pending)
+        run.stopped()
+        raise
     return run.finish()
 
 

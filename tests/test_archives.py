@@ -134,10 +134,10 @@ def _rows(run_id, paths, score=1.0, status="ok", reason=None):
          "threshold": 0.5, "run_id": run_id} for p in paths])
 
 
-def _publish(store, run_id, table, date="2026-11-24"):
+def _publish(store, run_id, table, date="2026-11-24", **manifest):
     stage = store.begin(run_id)
     write_table(store.out, f"{stage}/part-0.parquet", table)
-    new, record = store.publish(run_id, table["path"].to_pylist(), {"date": date})
+    new, record = store.publish(run_id, table["path"].to_pylist(), {"date": date, **manifest})
     store.finish(record, {})
     return record
 

@@ -233,24 +233,15 @@ def test_older_artifacts_fall_back_to_the_training_mean_and_std(tmp_path):
 def test_the_trend_is_the_reports_model_kind_only(tmp_path):
     """Two model kinds scoring the same nights into one OUT_URI (the demo does): the
     trend of a U-Net run lists the U-Net's nights once each, not every kind's runs."""
-    from asd_core import results
     from asd_core.reporting import alert_trend, format_trend
-    from asd_core.runstore import write_table
+    from tests.test_archives import _publish, _rows
 
     store = RunStore(open_location(str(tmp_path)))
     for rid, kind, date, n in (("u1", "unet", N1, 2), ("k1", "knn", N1, 2), ("u2", "unet", N2, 3),
                                ("k2", "knn", N2, 3), ("old", None, N2, 1)):
-        paths = [f"/d/{date}/press/{rid}_{i}.wav" for i in range(n)]
-        table = results.to_table([{"path": p, "file_name": p.rsplit("/", 1)[-1], "machine_type": "press",
-                                   "split": "test", "status": "ok", "anomaly_score": 1.0, "decision": 0,
-                                   "threshold": 2.0, "model_id": f"{kind}-1", "run_id": rid} for p in paths])
-        stage = store.begin(rid)
-        write_table(store.out, f"{stage}/part-0.parquet", table)
-        manifest = {"date": date, "split": "test", "models": {"press": f"{kind}-1"}}
-        if kind:
-            manifest["model_kinds"] = [kind]
-        new, record = store.publish(rid, paths, manifest)
-        store.finish(record, {})
+        kinds = {"model_kinds": [kind]} if kind else {}
+        _publish(store, rid, _rows(rid, [f"/d/{date}/m/{rid}_{i}.wav" for i in range(n)]), date, split="test",
+                 models={"m": f"{kind}-1"}, **kinds)
     runs = store.runs()
     by_id = {m["run_id"]: m for m in runs}
     unet = alert_trend(store, runs, by_id["u2"])

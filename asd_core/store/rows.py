@@ -221,9 +221,15 @@ def alert_summary(alerts: pa.Table) -> str:
 
 
 # ---------------------------------------------------------------- plain files
+def _write_parquet(table: pa.Table, sink) -> None:
+    """Parquet of ``table`` whose integer columns pandas reads as nullable integers
+    (:func:`asd_core.results.nullable_int_schema`)."""
+    pq.write_table(table.replace_schema_metadata(results.nullable_int_schema(table.schema).metadata), sink)
+
+
 def write_table(loc: Location, path: str, table: pa.Table) -> None:
     buf = pa.BufferOutputStream()
-    pq.write_table(table.replace_schema_metadata(results.nullable_int_schema(table.schema).metadata), buf)
+    _write_parquet(table, buf)
     write_bytes(loc, path, buf.getvalue().to_pybytes())
 
 
@@ -251,8 +257,7 @@ def to_bytes(table: pa.Table, fmt: str) -> bytes:
     """``table`` as Parquet or CSV bytes."""
     buf = io.BytesIO()
     if fmt == "parquet":
-        table = plain(table)
-        pq.write_table(table.replace_schema_metadata(results.nullable_int_schema(table.schema).metadata), buf)
+        _write_parquet(plain(table), buf)
     elif fmt == "csv":
         import pyarrow.csv as pacsv
 
