@@ -15,7 +15,9 @@ maps and encoder features, so every scoring rule is evaluated on the same model:
 - ``zerr``: log error per mel band, z-scored against the training clips, mean z^2;
 - ``knn_err``: k-NN distance (k=5; ``_k1``: k=1) of the log error per band (mean
   and max over tiles) to the training clips'; ``knn_err3`` adds the error's spread
-  over time;
+  over time; ``knn_err_domains``, ``knn_err+stats_domains`` and
+  ``knn_err+stats+mod_domains`` (the shipped default) the same in per-domain banks,
+  joined with the clip's statistics and with the modulation spectrum of its tiles;
 - ``knn_enc``: k-NN distance of the encoder's features (each level's channels x
   bands, mean and std over time, averaged over tiles); ``knn_enc0`` the first level
   only (ConvIn), ``knn_encb`` the bottleneck only, ``knn_enc0_err`` ConvIn + the
@@ -41,7 +43,7 @@ from asd_core.config import parse_overrides, preset
 from asd_core.detector import Scorer, train_type
 from asd_core.kinds.knn.features import segments
 from asd_core.kinds.knn.reference import clip_features
-from asd_core.kinds.unet.kind import error_profiles
+from asd_core.kinds.unet.kind import error_profiles, modulation_spectra, tile_statistics
 from asd_core.kinds.unet.masks import RandomMaskSource
 from asd_core.kinds.unet.scoring import score_tiles
 from asd_core.metrics import section_metrics
@@ -77,7 +79,8 @@ def encoder_levels(model, tiles: torch.Tensor, cfg) -> list[torch.Tensor]:
 def unet_views(tt, wavs, cfg, masks) -> dict[str, np.ndarray]:
     """Per clip: report score, max-tile score, the band error profile of the shipped
     ``knn_err`` rule in its three parts (log mean and max over tiles, spread over time),
-    encoder features per level (mean over tiles)."""
+    encoder features per level (mean over tiles), and the shipped rule's other two views
+    of the normalised tiles: their statistics and their modulation spectrum."""
     scorer = Scorer({"x": tt.artifact("x")})
     model = scorer.detectors["x"].model
     tiles = [scorer.features("x", w) for w in wavs]
@@ -88,6 +91,7 @@ def unet_views(tt, wavs, cfg, masks) -> dict[str, np.ndarray]:
         precision=cfg.model.precision, channels_last=cfg.model.channels_last, error_maps=True,
     )
     views: dict[str, list] = defaultdict(list)
+    views["tstats"], views["mod"] = list(tile_statistics(tiles)), list(modulation_spectra(tiles))
     for k, part in zip(("err_mean", "err_max", "err_tstd"), np.split(error_profiles(maps, counts), 3, axis=1),
                        strict=True):
         views[k] = list(part)
@@ -120,6 +124,10 @@ def rule_scores(tr: dict[str, np.ndarray], te: dict[str, np.ndarray], domains: l
         out["knn_err+stats_domains"] = DomainBanks.fit(both[0], domains, k=5).score(both[1])  # standardised, joined
         out["fuse_z_err_stats"] = _z_fusion([(cat3[0], cat3[1]), (tr["stats"], te["stats"])], domains)
         out["fuse_ratio_err_stats"] = _z_fusion([(cat3[0], cat3[1]), (tr["stats"], te["stats"])], domains, ratio=True)
+    if "mod" in tr:  # the shipped default (score.rule=knn_err_stats_mod): three views of the normalised tiles
+        three = [*err3, "tstats", "mod"]
+        out["knn_err+stats+mod_domains"] = DomainBanks.fit(
+            np.concatenate([tr[k] for k in three], 1), domains, k=5).score(np.concatenate([te[k] for k in three], 1))
     encs = sorted(k for k in tr if k.startswith("enc"))
     cat_e = np.concatenate([tr[k] for k in encs], 1), np.concatenate([te[k] for k in encs], 1)
     out["knn_enc_domains"] = DomainBanks.fit(cat_e[0], domains, k=5).score(cat_e[1])

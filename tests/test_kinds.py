@@ -136,7 +136,7 @@ def test_knn_score_equals_hand_computation_on_three_clips(tmp_path):
     assert np.isfinite(tt.threshold) and tt.threshold > 0
 
 
-@pytest.mark.parametrize("rule", ["knn_err", "knn_enc", "knn_err_stats"])
+@pytest.mark.parametrize("rule", ["knn_err", "knn_enc", "knn_err_stats", "knn_err_stats_mod"])
 def test_unet_neighbour_rules_find_anomalies(rule):
     rng = np.random.default_rng(4)
     cfg = preset("tiny", {"rule": rule, "epochs": "3"})
@@ -144,10 +144,33 @@ def test_unet_neighbour_rules_find_anomalies(rule):
     assert tt.fitted.state["bank.bank"].shape[0] == 16  # every training clip in the bank
     if rule == "knn_err_stats":  # the error profile and the clip's statistics in one bank
         assert tt.fitted.state["bank.bank"].shape == (16, 3 * cfg.features.n_mels + 2 * cfg.features.n_mels)
+    if rule == "knn_err_stats_mod":  # and the modulation spectrum: 2 band groups x 32 frequencies
+        assert tt.fitted.state["bank.bank"].shape == (16, 5 * cfg.features.n_mels + 2 * cfg.features.tile_frames // 2)
     scorer = Scorer({"hum": tt.artifact("hum")})
     normal = [scorer.score_wav("hum", harmonic_tone(rng, 3.0)).score for _ in range(8)]
     anomalous = [scorer.score_wav("hum", a(rng, harmonic_tone(rng, 3.0))).score for a in ANOMALIES for _ in range(3)]
     assert _auc(normal, anomalous) >= 0.8
+
+
+def test_modulation_spectrum_finds_each_band_groups_beat():
+    """The lower bands swell 10 times per tile, the upper ones 20 times: each group's
+    spectrum peaks at its own rate; band offsets change nothing; a clip without tiles
+    is a NaN row."""
+    from asd_core.kinds.unet.kind import modulation_spectra
+
+    t = torch.arange(64, dtype=torch.float32)
+    tiles = torch.zeros(3, 64, 64)
+    tiles[:, :32] = torch.sin(2 * torch.pi * 10 * t / 64)
+    tiles[:, 32:] = 0.5 * torch.sin(2 * torch.pi * 20 * t / 64)
+    tiles += 0.01 * torch.randn(3, 64, 64, generator=torch.Generator().manual_seed(0))
+    offset = torch.linspace(-40, 10, 64)[None, :, None]
+    got = modulation_spectra([tiles, tiles + offset, torch.zeros(0, 64, 64)])
+    assert got.shape == (3, 2 * 32)
+    low, high = got[0].reshape(2, 32)
+    assert (low.argmax() + 1, high.argmax() + 1) == (10, 20)  # bin k is k cycles per tile (DC dropped)
+    assert low.max() > high.max()  # the larger swing
+    np.testing.assert_allclose(got[1], got[0], atol=1e-4)
+    assert np.isnan(got[2]).all()
 
 
 def test_bf16_ranks_clips_like_fp32():
@@ -211,7 +234,7 @@ def test_tiny_default_beats_the_knn_reference_on_two_generated_types():
             s = [scorer.score_wav(mt, w).score for w in w_te]
             m = section_metrics(mt, "00", y, s, d, [0] * len(y))
             out += [m.auc_source, m.auc_target, m.pauc]
-    assert preset("tiny").score.rule == preset("default").score.rule == "knn_err_stats"
+    assert preset("tiny").score.rule == preset("default").score.rule == "knn_err_stats_mod"
     assert official_score_values(ours) > official_score_values(ref), (ours, ref)
 
 
