@@ -4,7 +4,7 @@ registered model kind's own stage (:func:`asd_core.kinds.kind_stages`), presets,
 
 Presets: ``default`` (what ``asd train`` uses, as trained and measured in the README's
 study: the report's features and masking, a width-8 U-Net, 10 epochs at lr 2e-3, the
-``knn_err_stats_mod`` score over 64 masks), ``report`` (the report's tables: width-64 U-Net,
+``knn_err_stats_env`` score over 64 masks), ``report`` (the report's tables: width-64 U-Net,
 lr 1e-4, 100 epochs, mean masked MSE over 256 masks), ``wide`` (``default``'s choices on
 the report's width-64 network, 100 epochs: unmeasured, for a GPU) and ``tiny``
 (``default`` at 8 epochs and 16 masks: tests and CPU demos).
@@ -207,10 +207,11 @@ DEFAULT_PRESET = "default"
 # What `asd train` uses without --preset, as trained and measured in the README's study
 # (7 synthetic types x 3 seeds, 100 + 10 training clips per type): the report's features
 # and masking, a width-8 U-Net trained 10 epochs at lr 2e-3 and batch 64, clips scored
-# by the error profile joined with the clip's statistics and its modulation spectrum in
-# per-domain banks (knn_err_stats_mod: 0.871 official against 0.856 without the
-# modulation spectrum, 0.844 for the error profile alone and 0.816 for per-domain kNN on
-# clip statistics; each view chosen on 5 types, the 2 held out gained too).
+# by the error profile joined with the clip's statistics and its envelope spectrum in
+# per-domain banks (knn_err_stats_env: 0.886 official against 0.871 with the tiles'
+# modulation spectrum instead, 0.856 with neither, 0.844 for the error profile alone and
+# 0.816 for per-domain kNN on clip statistics; each view chosen on 5 types, the 2 held
+# out gained more).
 # Width 16 and 32 did no better than 8 beyond one std in the width study; batch 32
 # (twice the updates) did not either at 10 epochs. 64 masks: the cheapest K whose clip
 # ranking matches 256 masks (Spearman >= 0.99, AUCs within 0.005) in the README's
@@ -218,7 +219,7 @@ DEFAULT_PRESET = "default"
 _DEFAULT = ASDConfig(
     model=ModelConfig(width=8),
     train=TrainConfig(lr=2e-3, epochs=10, checkpoint_every=2),
-    score=ScoreConfig(rule="knn_err_stats_mod", n_masks=64),
+    score=ScoreConfig(rule="knn_err_stats_env", n_masks=64),
 )
 
 PRESETS: dict[str, ASDConfig] = {

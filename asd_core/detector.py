@@ -140,17 +140,25 @@ class Scorer:
         art = self.artifacts[machine_type]
         return get_kind(art.kind).featurize(wav, art.config, art.extras)
 
-    def score_features(self, machine_type: str, clips: Sequence[torch.Tensor]) -> list[ClipScore]:
-        """Score several clips' feature rows of one machine type together."""
+    def vector(self, machine_type: str, wav: np.ndarray) -> np.ndarray | None:
+        """A decoded clip's waveform vector for its type's model (None: it reads none)."""
         art = self.artifacts[machine_type]
-        scores = self.detectors[machine_type].score(list(clips))
+        return get_kind(art.kind).clip_vector(wav, art.config)
+
+    def score_features(
+        self, machine_type: str, clips: Sequence[torch.Tensor], vectors: Sequence[np.ndarray | None] | None = None,
+    ) -> list[ClipScore]:
+        """Score several clips' feature rows (and waveform vectors) of one machine type together."""
+        art = self.artifacts[machine_type]
+        scores = self.detectors[machine_type].score(list(clips), vectors)
         return [
             ClipScore(float(s), int(t.shape[0]), int(s > art.threshold), art.threshold, art.model_id, art.kind)
             for s, t in zip(scores, clips, strict=True)
         ]
 
     def score_wav(self, machine_type: str, wav: np.ndarray) -> ClipScore:
-        return self.score_features(machine_type, [self.features(machine_type, wav)])[0]
+        return self.score_features(machine_type, [self.features(machine_type, wav)],
+                                   [self.vector(machine_type, wav)])[0]
 
     def score_bytes(self, machine_type: str, data: bytes) -> ClipScore:
         art = self.artifacts[machine_type]

@@ -36,7 +36,9 @@ DEFAULT_BATCH = 16  # clips per scoring call on a GPU
 CPU_BATCH = 4
 
 # Rows between the stages carry the score columns plus the clip's feature rows.
-INTERNAL_SCHEMA = results.SCORE_SCHEMA.append(pa.field("tiles", pa.large_binary()))
+# Decode -> score: the clip's feature rows, and its waveform vector where the kind reads one.
+INTERNAL_SCHEMA = results.SCORE_SCHEMA.append(pa.field("tiles", pa.large_binary())).append(
+    pa.field("vector", pa.large_binary()))
 
 
 def _fs_path(uri: str) -> str:
@@ -179,12 +181,15 @@ def fetch_decode(
                          error=f"recorded at {rate} Hz: no content above {rate / 2:.0f} Hz, mel range ends at "
                                f"{fcfg.f_max:.0f} Hz")
                 continue
-            feats = get_kind(cfg.model.kind).featurize(wav, cfg, extras_of(meta))
+            kind = get_kind(cfg.model.kind)
+            feats = kind.featurize(wav, cfg, extras_of(meta))
             if feats.shape[0] == 0:
                 r.update(status=STATUS_ERROR, error_reason="too_short", error="too short for one feature row")
                 continue
             r["n_tiles"] = int(feats.shape[0])
             r["tiles"] = feats.numpy().astype(np.float32, copy=False).tobytes()
+            vec = kind.clip_vector(wav, cfg)
+            r["vector"] = None if vec is None else np.asarray(vec, dtype=np.float64).tobytes()
         except AudioDecodeError as e:
             r.update(status=STATUS_ERROR, error_reason=e.reason, error=str(e))
         except Exception as e:  # a clip's failure must not take its batch down
@@ -268,13 +273,15 @@ class ScoreActor:
                 torch.from_numpy(np.frombuffer(r["tiles"], dtype=np.float32).reshape(-1, *shape).copy())
                 for r in group
             ]
+            vectors = [None if r.get("vector") is None else np.frombuffer(r["vector"], dtype=np.float64)
+                       for r in group]
             try:
-                scored = self.scorer.score_features(mt, tiles)
+                scored = self.scorer.score_features(mt, tiles, vectors)
             except Exception:  # isolate the clip that fails
                 scored = []
-                for t in tiles:
+                for t, v in zip(tiles, vectors, strict=True):
                     try:
-                        scored.append(self.scorer.score_features(mt, [t])[0])
+                        scored.append(self.scorer.score_features(mt, [t], [v])[0])
                     except Exception as e:
                         scored.append(e)
             for r, s in zip(group, scored, strict=True):

@@ -41,6 +41,7 @@ import torch
 
 from asd_core.config import parse_overrides, preset
 from asd_core.detector import Scorer, train_type
+from asd_core.features import envelope_spectrum
 from asd_core.kinds.knn.features import segments
 from asd_core.kinds.knn.reference import clip_features
 from asd_core.kinds.unet.kind import error_profiles, modulation_spectra, tile_statistics
@@ -92,6 +93,7 @@ def unet_views(tt, wavs, cfg, masks) -> dict[str, np.ndarray]:
     )
     views: dict[str, list] = defaultdict(list)
     views["tstats"], views["mod"] = list(tile_statistics(tiles)), list(modulation_spectra(tiles))
+    views["env"] = [envelope_spectrum(w, cfg.features.sample_rate) for w in wavs]
     for k, part in zip(("err_mean", "err_max", "err_tstd"), np.split(error_profiles(maps, counts), 3, axis=1),
                        strict=True):
         views[k] = list(part)
@@ -124,10 +126,11 @@ def rule_scores(tr: dict[str, np.ndarray], te: dict[str, np.ndarray], domains: l
         out["knn_err+stats_domains"] = DomainBanks.fit(both[0], domains, k=5).score(both[1])  # standardised, joined
         out["fuse_z_err_stats"] = _z_fusion([(cat3[0], cat3[1]), (tr["stats"], te["stats"])], domains)
         out["fuse_ratio_err_stats"] = _z_fusion([(cat3[0], cat3[1]), (tr["stats"], te["stats"])], domains, ratio=True)
-    if "mod" in tr:  # the shipped default (score.rule=knn_err_stats_mod): three views of the normalised tiles
-        three = [*err3, "tstats", "mod"]
-        out["knn_err+stats+mod_domains"] = DomainBanks.fit(
-            np.concatenate([tr[k] for k in three], 1), domains, k=5).score(np.concatenate([te[k] for k in three], 1))
+    for third in ("mod", "env"):  # score.rule=knn_err_stats_mod / _env: a third view beside the first two
+        if third in tr:
+            three = [*err3, "tstats", third]
+            out[f"knn_err+stats+{third}_domains"] = DomainBanks.fit(
+                np.concatenate([tr[k] for k in three], 1), domains, k=5).score(np.concatenate([te[k] for k in three], 1))
     encs = sorted(k for k in tr if k.startswith("enc"))
     cat_e = np.concatenate([tr[k] for k in encs], 1), np.concatenate([te[k] for k in encs], 1)
     out["knn_enc_domains"] = DomainBanks.fit(cat_e[0], domains, k=5).score(cat_e[1])

@@ -265,7 +265,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", default=None, choices=KINDS,
                    help="model kind (default: the preset's, unet); sets model.kind")
     p.add_argument("--preset", default=DEFAULT_PRESET, choices=sorted(PRESETS),
-                   help="base configuration: default = U-Net width 8, 10 epochs, knn_err_stats (trained and "
+                   help="base configuration: default = U-Net width 8, 10 epochs, knn_err_stats_env (trained and "
                         "measured; CPU-sized); wide = the same choices at width 64, 100 epochs (unmeasured, for "
                         "GPUs); report = the technical report's; tiny = default at 8 epochs, 16 masks (tests)")
     add_set_arg(p)

@@ -3,7 +3,15 @@ import pytest
 import torch
 
 from asd_core.config import FeatureConfig, MaskConfig
-from asd_core.features import Normalizer, clip_tiles, log_mel, tile
+from asd_core.features import (
+    ENVELOPE_BANDS,
+    ENVELOPE_EDGES_HZ,
+    Normalizer,
+    clip_tiles,
+    envelope_spectrum,
+    log_mel,
+    tile,
+)
 from asd_core.kinds.unet.masks import RandomMaskSource, random_masks
 
 from .signals import harmonic_tone
@@ -31,6 +39,28 @@ def test_log_mel_batch_consistency():
     together = log_mel(batch, CFG)
     for i in range(2):
         torch.testing.assert_close(together[i], log_mel(batch[i], CFG), rtol=1e-4, atol=1e-3)
+
+
+def test_envelope_spectrum_finds_the_modulation_rate_at_any_level():
+    """Noise amplitude-modulated at 25 Hz in the 500-2000 Hz band only: that band's
+    envelope spectrum peaks in the bin holding 25 Hz, the 50-500 Hz band's does not;
+    10x the level changes nothing; a 1.2-s clip (shorter than one Welch segment) still
+    gives a finite vector of the same length."""
+    rng = np.random.default_rng(0)
+    sr, n = 16000, 16000 * 6
+    t = np.arange(n) / sr
+    spec = np.fft.rfft(rng.standard_normal(n))
+    f = np.fft.rfftfreq(n, 1 / sr)
+    mid = np.fft.irfft(np.where((f > 700) & (f < 1800), spec, 0), n)
+    low = np.fft.irfft(np.where((f > 100) & (f < 400), spec, 0), n)
+    wav = mid * (1 + 0.8 * np.sin(2 * np.pi * 25 * t)) + low + 0.01 * rng.standard_normal(n)  # + the mic's floor
+    got = envelope_spectrum(wav, sr).reshape(len(ENVELOPE_BANDS), -1)
+    want = int(np.searchsorted(ENVELOPE_EDGES_HZ, 25.0)) - 1
+    assert int(got[1].argmax()) == want and int(got[0].argmax()) != want
+    assert got[1, want] - np.median(got[1]) > 3.0  # far above the noise's own envelope
+    np.testing.assert_allclose(envelope_spectrum(10 * wav, sr), got.ravel(), atol=1e-6)
+    short = envelope_spectrum(wav[: int(1.2 * sr)], sr)
+    assert short.shape == got.ravel().shape and np.isfinite(short).all()
 
 
 def test_normalizer_standardises_each_band():

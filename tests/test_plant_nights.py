@@ -119,7 +119,7 @@ def test_start_up_check_does_not_warn_about_its_own_mask(tmp_path, caplog):
     from asd_core.pipeline import ScoreActor
 
     cfg = preset("tiny").override({"epochs": 1})
-    assert cfg.score.rule in ("knn_err", "knn_err_stats", "knn_err_stats_mod")  # the neighbour rules warn about a foreign K
+    assert cfg.score.rule.startswith("knn_err")  # the neighbour rules warn about a foreign K
     models = open_location(str(tmp_path / "models"))
     save_artifact(models, "press", train_type([_wav(s) for s in range(4)], cfg).fitted, cfg)
     with caplog.at_level(logging.WARNING):

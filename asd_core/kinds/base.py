@@ -47,6 +47,7 @@ class ClipRows:
 
     train: torch.Tensor  # [n_train, *item_shape]
     score: torch.Tensor  # [n_score, *item_shape]
+    vector: np.ndarray | None = None  # the clip's own view of its waveform (ModelKind.clip_vector)
 
 
 @dataclass
@@ -57,7 +58,8 @@ class Prepared:
     shared through Ray's object store); ``score_rows``: per training clip its scoring
     rows (already in the kind's scoring space: e.g. normalised tiles); ``domains``:
     per training clip; ``extras``: JSON-able state the featuriser needs (e.g. the
-    normaliser).
+    normaliser); ``score_vectors``: per training clip its :meth:`ModelKind.clip_vector`
+    (None where the kind's configuration reads none).
     """
 
     train_data: np.ndarray
@@ -65,6 +67,7 @@ class Prepared:
     domains: list[str | None]
     extras: dict[str, Any] = field(default_factory=dict)
     n_rows_total: int = 0
+    score_vectors: list[np.ndarray | None] | None = None
 
 
 @dataclass
@@ -78,8 +81,9 @@ class Fitted:
 
 
 class Detector(Protocol):
-    def score(self, clips: Sequence[torch.Tensor]) -> np.ndarray:
-        """Per clip feature rows ``[n_c, *item_shape]`` -> ``[C]`` scores (NaN for empty)."""
+    def score(self, clips: Sequence[torch.Tensor], vectors: Sequence[np.ndarray | None] | None = None) -> np.ndarray:
+        """Per clip feature rows ``[n_c, *item_shape]`` (and, where the kind reads one,
+        its :meth:`ModelKind.clip_vector`) -> ``[C]`` scores (NaN for empty)."""
         ...
 
 
@@ -137,6 +141,14 @@ class ModelKind(Protocol):
     def featurize(self, wav: np.ndarray, cfg: Config, extras: dict[str, Any]) -> torch.Tensor:
         """A decoded clip -> its scoring rows ``[n, *item_shape]``; needs only the
         artifact's JSON (it runs in the CPU decode stage, without the weights)."""
+        ...
+
+    def clip_vector(self, wav: np.ndarray, cfg: Config) -> np.ndarray | None:
+        """A decoded clip -> one vector of the whole waveform that rows cannot carry
+        (the U-Net's envelope spectrum), or None when ``cfg`` reads none. Scoring
+        computes it beside :meth:`featurize` in the decode stage and hands it to
+        :meth:`Detector.score` with the clip's rows; in training :meth:`clip_rows`
+        puts it in ``ClipRows.vector``."""
         ...
 
     def load(

@@ -28,7 +28,7 @@ class _AEDetector:
         if self.which is None:
             raise ValueError(f"ae.ae_score must be one of {SCORES}, got {cfg.ae.ae_score!r}")
 
-    def score(self, clips: Sequence[torch.Tensor]) -> np.ndarray:
+    def score(self, clips: Sequence[torch.Tensor], vectors=None) -> np.ndarray:
         # ae_scores returns (mse, mahalanobis)
         return np.array([ae_scores(self.model, self.cov_inv, c.float(), self.cfg.ae)[1 - self.which] for c in clips])
 
@@ -104,6 +104,9 @@ class BaselineAEKind:
 
     def featurize(self, wav: np.ndarray, cfg: Config, extras: dict[str, Any]) -> torch.Tensor:
         return frame_vectors(wav, cfg.ae)
+
+    def clip_vector(self, wav: np.ndarray, cfg: Config) -> None:
+        return None
 
     def load(self, state, extras, cfg, device, n_masks=None) -> _AEDetector:
         model = BaselineAE(cfg.ae)

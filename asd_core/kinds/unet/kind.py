@@ -18,12 +18,17 @@ reconstruction turns into its anomaly score:
   standardisation in one set of per-domain banks. The clip statistics carry what the
   reconstruction error misses (a level or spectral shift the model fills in well: fan);
   chosen on 5 of the 7 synthetic types and confirmed on the other 2 (README);
-- ``knn_err_stats_mod`` (the default): the same with a third view, the clip's
-  *modulation spectrum* (:func:`modulation_spectra`): how fast each group of bands
-  swells and fades, 1 to 31 Hz. Shaft-rate amplitude modulation (an imbalanced fan, a
-  worn gear, a loose part) is invisible in band means and in a well-filled
-  reconstruction, and is the envelope analysis of classic vibration diagnostics.
-  Chosen on the same 5 types with nothing tuned, confirmed on the other 2 (README).
+- ``knn_err_stats_mod``: the same with a third view, the clip's *modulation
+  spectrum* read off its tiles (:func:`modulation_spectra`): how fast each half of the
+  bands swells and fades, 1 to 31 Hz. Shaft-rate amplitude modulation (an imbalanced
+  fan, a worn gear, a loose part) is invisible in band means and in a well-filled
+  reconstruction;
+- ``knn_err_stats_env`` (the default): the third view is the waveform's *envelope
+  spectrum* instead (:func:`asd_core.features.envelope_spectrum`: 4 carrier bands,
+  2 to 400 Hz), the envelope analysis of vibration diagnostics, which also sees
+  modulation faster than the tiles' frames. It is the kind's :meth:`clip_vector`,
+  carried from the decode stage beside the tiles. Both chosen on the same 5 types
+  with nothing tuned but the band groups of ``mod``, confirmed on the other 2 (README).
 """
 
 from __future__ import annotations
@@ -37,7 +42,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ...features import Normalizer, clip_tiles, fit_normalizer
+from ...features import ENVELOPE_BANDS, ENVELOPE_EDGES_HZ, Normalizer, clip_tiles, envelope_spectrum, fit_normalizer
 from ...metrics import gamma_threshold
 from ...neighbours import DomainBanks
 from ...runtime import autocast, prepare_input, prepare_model
@@ -47,10 +52,11 @@ from .network import UNet
 from .scoring import per_clip_mean, score_tiles
 from .training import train_epoch
 
-RULES = ("mse", "knn_err", "knn_enc", "knn_err_stats", "knn_err_stats_mod")
+RULES = ("mse", "knn_err", "knn_enc", "knn_err_stats", "knn_err_stats_mod", "knn_err_stats_env")
 # The clip view each neighbour rule's banks hold.
 RULE_VIEW = {"knn_err": "knn_err", "knn_enc": "knn_enc", "knn_err_stats": "knn_err+stats",
-             "knn_err_stats_mod": "knn_err+stats+mod"}
+             "knn_err_stats_mod": "knn_err+stats+mod", "knn_err_stats_env": "knn_err+stats+env"}
+ERROR_RULES = ("knn_err", "knn_err_stats", "knn_err_stats_mod", "knn_err_stats_env")  # read the error maps
 # Band groups of the modulation spectrum: the lower and the upper half of the mel range
 # (2, 4, 8 and 16 groups measured on the 5 chosen types: 0.867, 0.867, 0.865, 0.864).
 MOD_GROUPS = 2
@@ -81,11 +87,16 @@ def encoder_features(model: UNet, tiles: torch.Tensor, cfg: Config, batch: int =
     return torch.cat(out) if out else torch.zeros(0, 0)
 
 
-def clip_views(model: UNet, clips: Sequence[torch.Tensor], masks: torch.Tensor, cfg: Config) -> dict[str, np.ndarray]:
+def clip_views(
+    model: UNet, clips: Sequence[torch.Tensor], masks: torch.Tensor, cfg: Config,
+    vectors: Sequence[np.ndarray | None] | None = None,
+) -> dict[str, np.ndarray]:
     """Per clip what ``score.rule`` reads: ``mse`` ``[C]`` the report score,
     ``knn_err`` ``[C, 3H]`` error profiles (:func:`error_profiles`), ``knn_enc``
     ``[C, D]`` encoder features, ``knn_err+stats`` the profile joined with the tile
-    statistics ``[C, 2H]`` (and ``knn_err+stats+mod`` with the modulation spectra)."""
+    statistics ``[C, 2H]`` (and ``knn_err+stats+mod`` with the modulation spectra,
+    ``knn_err+stats+env`` with the clips' ``vectors``, their envelope spectra: NaN for
+    a clip without one)."""
     counts = [int(t.shape[0]) for t in clips]
     allt = torch.cat(list(clips)) if clips else torch.zeros(0, cfg.features.n_mels, cfg.features.tile_frames)
     rule = cfg.score.rule
@@ -93,15 +104,27 @@ def clip_views(model: UNet, clips: Sequence[torch.Tensor], masks: torch.Tensor, 
         return {rule: per_clip_mean(encoder_features(model, allt, cfg).numpy(), counts)}
     kw = dict(forward_batch=cfg.score.forward_batch, fill=cfg.masks.fill, precision=cfg.model.precision,
               channels_last=cfg.model.channels_last)
-    if rule in ("knn_err", "knn_err_stats", "knn_err_stats_mod"):
+    if rule in ERROR_RULES:
         _, maps = score_tiles(model, allt, masks, error_maps=True, **kw)
         err = error_profiles(maps, counts)
         both = np.concatenate([err, tile_statistics(clips)], 1)
         views = {"knn_err": err, "knn_err+stats": both}
         if rule == "knn_err_stats_mod":
             views["knn_err+stats+mod"] = np.concatenate([both, modulation_spectra(clips)], 1)
+        if rule == "knn_err_stats_env":
+            views["knn_err+stats+env"] = np.concatenate([both, _stack_vectors(vectors, len(counts))], 1)
         return views
     return {"mse": per_clip_mean(score_tiles(model, allt, masks, **kw).numpy(), counts)}
+
+
+def _stack_vectors(vectors: Sequence[np.ndarray | None] | None, n: int) -> np.ndarray:
+    """``[n, D]`` of the clips' envelope spectra (NaN rows where a clip has none)."""
+    vectors = list(vectors) if vectors is not None else [None] * n
+    if len(vectors) != n:
+        raise ValueError(f"{len(vectors)} clip vectors for {n} clips")
+    d = len(ENVELOPE_BANDS) * (len(ENVELOPE_EDGES_HZ) - 1)
+    return np.stack([np.full(d, np.nan) if v is None else np.asarray(v, dtype=np.float64).reshape(d)
+                     for v in vectors]) if n else np.zeros((0, d))
 
 
 def error_profiles(maps: torch.Tensor, counts: Sequence[int]) -> np.ndarray:
@@ -158,10 +181,10 @@ class _UNetDetector:
     def __init__(self, model: UNet, cfg: Config, bank: DomainBanks | None, masks: torch.Tensor):
         self.model, self.cfg, self.bank, self.masks = model, cfg, bank, masks
 
-    def score(self, clips: Sequence[torch.Tensor]) -> np.ndarray:
+    def score(self, clips: Sequence[torch.Tensor], vectors: Sequence[np.ndarray | None] | None = None) -> np.ndarray:
         if not clips:
             return np.zeros(0)
-        views = clip_views(self.model, clips, self.masks, self.cfg)
+        views = clip_views(self.model, clips, self.masks, self.cfg, vectors)
         rule = self.cfg.score.rule
         if rule == "mse":
             return views["mse"]
@@ -183,7 +206,8 @@ class UNetKind:
         return (cfg.features.n_mels, cfg.features.tile_frames)
 
     def clip_rows(self, wav: np.ndarray, cfg: Config) -> ClipRows:
-        return ClipRows(clip_tiles(wav, cfg.features, train=True), clip_tiles(wav, cfg.features, train=False))
+        return ClipRows(clip_tiles(wav, cfg.features, train=True), clip_tiles(wav, cfg.features, train=False),
+                        self.clip_vector(wav, cfg))
 
     def assemble(self, clips: list[ClipRows], domains: list[str | None], cfg: Config) -> Prepared:
         clips_doms = [(c, d) for c, d in zip(clips, domains, strict=True) if c.train.shape[0] > 0]
@@ -208,6 +232,7 @@ class UNetKind:
             domains,
             {"normalizer": normalizer.to_dict()},
             n_total,
+            [c.vector for c in clips],
         )
 
     def epochs(self, cfg: Config) -> int:
@@ -239,7 +264,7 @@ class UNetKind:
             scores = clip_views(model, [prep.score_rows[i] for i in idx], masks, cfg)["mse"]
         else:
             # Every training clip goes into its domain's bank; each is scored without itself.
-            feats = clip_views(model, prep.score_rows, masks, cfg)[RULE_VIEW[rule]]
+            feats = clip_views(model, prep.score_rows, masks, cfg, prep.score_vectors)[RULE_VIEW[rule]]
             ok = np.isfinite(feats).all(1)
             doms = [d for d, good in zip(prep.domains, ok, strict=True) if good]
             bank = DomainBanks.fit(feats[ok], doms, k=cfg.score.rule_k)
@@ -250,6 +275,9 @@ class UNetKind:
 
     def featurize(self, wav: np.ndarray, cfg: Config, extras: dict[str, Any]) -> torch.Tensor:
         return Normalizer.from_dict(extras["normalizer"])(clip_tiles(wav, cfg.features, train=False))
+
+    def clip_vector(self, wav: np.ndarray, cfg: Config) -> np.ndarray | None:
+        return envelope_spectrum(wav, cfg.features.sample_rate) if cfg.score.rule == "knn_err_stats_env" else None
 
     def load(self, state, extras, cfg, device, n_masks=None) -> _UNetDetector:
         model = UNet(cfg.model)
