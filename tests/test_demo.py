@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from .children import CTRL_C_REACHES
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -30,6 +32,7 @@ def test_ctrl_c_stops_ray_and_the_s3_server(tmp_path):
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
+        **CTRL_C_REACHES,
     )
     lines, port = [], None
     try:

@@ -32,6 +32,8 @@ from asd_core.storage import open_location, read_bytes, write_bytes
 from asd_core.store import legacy
 from asd_core.store.runstore import STEPS
 
+from .children import CTRL_C_REACHES
+
 REPO = Path(__file__).resolve().parents[1]
 D1, D2 = "2026-11-23", "2026-11-24"
 MODEL = {"model_id": "knn-0123456789ab", "model_kind": "knn"}
@@ -116,7 +118,8 @@ def child(spec: dict, wait: bool = True):
     cmd = [sys.executable, "-c", "from tests.test_store_delta import _child; _child()", json.dumps(spec)]
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     if not wait:
-        return subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        return subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                **CTRL_C_REACHES)
     return subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
 
 
