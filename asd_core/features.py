@@ -163,12 +163,13 @@ def fit_normalizer(tiles: Sequence[torch.Tensor], min_std: float = 1e-3) -> Norm
 # spaced evenly in log frequency from 2 to 400 Hz.
 ENVELOPE_BANDS = ((50.0, 500.0), (500.0, 2000.0), (2000.0, 8000.0), (50.0, 8000.0))
 ENVELOPE_EDGES_HZ = np.geomspace(2.0, 400.0, 33)
+ENVELOPE_SIZE = len(ENVELOPE_BANDS) * (len(ENVELOPE_EDGES_HZ) - 1)  # numbers per clip
 _ENVELOPE_RATE = 1000  # Hz: the envelopes' rate after decimation
 _ENVELOPE_SEGMENT = 2000  # envelope samples per Welch segment (0.5 Hz)
 
 
 def envelope_spectrum(wav: np.ndarray, sample_rate: int) -> np.ndarray:
-    """A clip ``[T]`` -> ``[len(ENVELOPE_BANDS) * 32]`` float64: per carrier band, the
+    """A clip ``[T]`` -> ``[ENVELOPE_SIZE]`` float64 (4 x 32): per carrier band, the
     log power spectrum of the band's amplitude envelope relative to its mean (the
     envelope analysis of vibration diagnostics: shaft-rate modulation, impacts once
     per revolution), averaged in 32 log-spaced bins from 2 to 400 Hz.

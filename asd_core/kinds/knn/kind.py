@@ -21,7 +21,7 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
-from ...features import ENVELOPE_BANDS, ENVELOPE_EDGES_HZ, envelope_spectrum
+from ...features import ENVELOPE_SIZE, envelope_spectrum
 from ...metrics import gamma_threshold
 from ...neighbours import DomainBanks, NeighbourBank
 from ..base import ClipRows, Config, Fitted, Prepared, register_kind
@@ -30,7 +30,6 @@ from .features import clip_statistics, segments
 
 MAX_BANK_SEGMENTS = 50_000
 CLIP_LEVELS = ("clip", "clip_env")  # one row per clip
-_ENVELOPE_SIZE = len(ENVELOPE_BANDS) * (len(ENVELOPE_EDGES_HZ) - 1)
 
 
 class _KnnDetector:
@@ -54,7 +53,7 @@ class KnnKind:
 
     def item_shape(self, cfg: Config) -> tuple[int, ...]:
         level = cfg.knn.knn_level
-        return ({"frame": cfg.features.n_mels, "clip_env": 2 * cfg.features.n_mels + _ENVELOPE_SIZE}
+        return ({"frame": cfg.features.n_mels, "clip_env": 2 * cfg.features.n_mels + ENVELOPE_SIZE}
                 .get(level, 2 * cfg.features.n_mels),)
 
     def _rows(self, wav: np.ndarray, cfg: Config) -> torch.Tensor:

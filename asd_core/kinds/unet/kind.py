@@ -42,7 +42,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ...features import ENVELOPE_BANDS, ENVELOPE_EDGES_HZ, Normalizer, clip_tiles, envelope_spectrum, fit_normalizer
+from ...features import ENVELOPE_SIZE, Normalizer, clip_tiles, envelope_spectrum, fit_normalizer
 from ...metrics import gamma_threshold
 from ...neighbours import DomainBanks
 from ...runtime import autocast, prepare_input, prepare_model
@@ -122,9 +122,9 @@ def _stack_vectors(vectors: Sequence[np.ndarray | None] | None, n: int) -> np.nd
     vectors = list(vectors) if vectors is not None else [None] * n
     if len(vectors) != n:
         raise ValueError(f"{len(vectors)} clip vectors for {n} clips")
-    d = len(ENVELOPE_BANDS) * (len(ENVELOPE_EDGES_HZ) - 1)
-    return np.stack([np.full(d, np.nan) if v is None else np.asarray(v, dtype=np.float64).reshape(d)
-                     for v in vectors]) if n else np.zeros((0, d))
+    return np.stack([np.full(ENVELOPE_SIZE, np.nan) if v is None else
+                     np.asarray(v, dtype=np.float64).reshape(ENVELOPE_SIZE) for v in vectors]) if n else \
+        np.zeros((0, ENVELOPE_SIZE))
 
 
 def error_profiles(maps: torch.Tensor, counts: Sequence[int]) -> np.ndarray:
