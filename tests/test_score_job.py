@@ -441,6 +441,38 @@ def test_stages_without_ray_error_rows_and_batch_independence(tmp_path, local_mo
     assert pa.Table.from_pylist(list(rows.values())).num_rows == len(items)
 
 
+def test_the_decode_stage_carries_each_clips_envelope_and_a_missing_one_is_an_error_row(tmp_path, local_models):
+    """The default rule reads the waveform's envelope spectrum, which the decode stage
+    computes beside the tiles: scores through the two stages equal the Scorer's on the
+    same bytes, and a row that lost its vector on the way is an error row, not a crash
+    and not a score made without it."""
+    import pyarrow as pa
+
+    from asd_core.catalog import list_archive
+    from asd_core.pipeline import ScoreActor, clip_items, fetch_decode, model_index
+
+    assert CFG.score.rule == "knn_err_stats_env"
+    clips = _test_clips("fan", TYPES["fan"], seed=5)
+    data = open_location(_local_archive(tmp_path / "data", clips))
+    models = model_index(open_location(local_models))
+    decoded = fetch_decode(results.to_table(clip_items(list_archive(data), data, models, "r1")), data_uri=data.uri,
+                           endpoint_url=None, models=models)
+    vectors = decoded.column("vector").to_pylist()
+    assert all(v is not None and len(v) == 128 * 8 for v in vectors)  # 128 float64 per clip
+    actor = ScoreActor(models_uri=local_models, machine_types=["fan"], n_masks=K)
+    rows = actor(decoded).to_pylist()
+    scorer = Scorer.from_location(open_location(local_models), ["fan"], n_masks=K)
+    for r in rows:
+        assert r["status"] == "ok", r
+        rel = r["path"].split(data.path + "/", 1)[1]
+        assert r["anomaly_score"] == pytest.approx(scorer.score_bytes("fan", clips[rel]).score, rel=1e-5)
+    lost = decoded.set_column(decoded.schema.get_field_index("vector"), "vector",
+                              pa.array([None] + vectors[1:], type=pa.large_binary()))
+    again = actor(lost).to_pylist()
+    assert (again[0]["status"], again[0]["error_reason"]) == ("error", "score_failed")
+    assert [r["anomaly_score"] for r in again[1:]] == pytest.approx([r["anomaly_score"] for r in rows[1:]], rel=1e-5)
+
+
 @e2e
 def test_progress_lines_in_a_log(archive, models_uri, bucket, s3_endpoint, caplog, monkeypatch):
     """Not a terminal: the run logs status lines with clips done, rate and the total."""
