@@ -15,9 +15,10 @@ maps and encoder features, so every scoring rule is evaluated on the same model:
 - ``zerr``: log error per mel band, z-scored against the training clips, mean z^2;
 - ``knn_err``: k-NN distance (k=5; ``_k1``: k=1) of the log error per band (mean
   and max over tiles) to the training clips'; ``knn_err3`` adds the error's spread
-  over time; ``knn_err_domains``, ``knn_err+stats_domains`` and
-  ``knn_err+stats+mod_domains`` (the shipped default) the same in per-domain banks,
-  joined with the clip's statistics and with the modulation spectrum of its tiles;
+  over time; ``knn_err_domains``, ``knn_err+stats_domains``,
+  ``knn_err+stats+mod_domains`` and ``knn_err+stats+env_domains`` (the shipped
+  default) the same in per-domain banks, joined with the clip's statistics and with
+  the modulation spectrum of its tiles or the envelope spectrum of its waveform;
 - ``knn_enc``: k-NN distance of the encoder's features (each level's channels x
   bands, mean and std over time, averaged over tiles); ``knn_enc0`` the first level
   only (ConvIn), ``knn_encb`` the bottleneck only, ``knn_enc0_err`` ConvIn + the
